@@ -1,0 +1,22 @@
+"""interp: locate where a language model carries social bias and remove it with a verified edit."""
+
+from . import metrics, prompts
+from .arch import Architecture
+from .bias import BiasReport, bias
+from .errors import (
+    EmptyPromptSetError,
+    InterpError,
+    ModelLoadError,
+    TemplateError,
+    TokenizationError,
+    UnsupportedArchitectureError,
+)
+from .models import Model, load_model
+from .prompts import Prompt, PromptSet
+
+__all__ = [
+    "Architecture", "BiasReport", "EmptyPromptSetError", "InterpError", "Model", "ModelLoadError",
+    "Prompt", "PromptSet", "TemplateError", "TokenizationError", "UnsupportedArchitectureError",
+    "bias", "load_model", "metrics", "prompts",
+]
+__version__ = "0.1.0"
