@@ -1,1 +1,136 @@
-def app(): pass
+"""Command line: `interp bias`, `interp info`, `interp demo`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Locate where a language model carries social bias and remove it.")
+
+BUILTIN_SETS = ("train", "test", "all", "definitional")
+
+ModelOpt = typer.Option(None, "--model", "-m",
+                        help="Bundled model (default), a .gguf file, an HF directory or hub name, "
+                             "or tiny-llama / tiny-gpt2.")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _load(model: Optional[str]):
+    from . import load_model
+    from .errors import InterpError
+
+    try:
+        return load_model(model)
+    except InterpError as e:
+        _fail(str(e))
+
+
+def build_prompt_sets(model, names: str, templates: Optional[int] = None) -> dict:
+    """Prompt sets from a comma list of built-in names (train, test, all, definitional) or JSONL
+    paths; `templates` keeps the first N templates of the built-in sets."""
+    from . import prompts as P
+
+    chosen = P.TEMPLATES[:templates] if templates else P.TEMPLATES
+    sets = {}
+    for name in [n.strip() for n in names.split(",") if n.strip()]:
+        if name == "definitional":
+            sets[name] = P.definitional(model, templates=chosen)
+        elif name in ("train", "test", "all"):
+            sets[name] = P.professions(model, None if name == "all" else name, templates=chosen)
+        elif Path(name).is_file():
+            sets[Path(name).stem] = P.from_jsonl(model, name)
+        else:
+            _fail(f"unknown prompt set {name!r}: use {', '.join(BUILTIN_SETS)} or a JSONL file "
+                  "with 'text' and 'subject' on each line")
+    if not sets:
+        _fail("no prompt sets given")
+    for ps in sets.values():
+        if ps.dropped:
+            typer.echo(f"{ps.name}: {ps.drop_summary()}", err=True)
+    return sets
+
+
+@app.command()
+def info(model: Optional[str] = ModelOpt):
+    """Show a model's architecture, mediator hooks and weight fingerprint."""
+    m = _load(model)
+    a = m.arch
+    typer.echo(repr(m))
+    typer.echo(f"source       {m.source}")
+    typer.echo(f"fingerprint  {m.fingerprint()}")
+    typer.echo(f"tied embed.  {a.tied_embeddings}   gated MLP  {a.gated_mlp}")
+    for kind in ("resid", "mlp", "attn", "head", "mlp_key"):
+        typer.echo(f"hook {kind:<8}{a.hook(kind, 0)}  (layer 0 of {a.n_layers})")
+
+
+@app.command()
+def bias(
+    model: Optional[str] = ModelOpt,
+    prompts: str = typer.Option("train,test,definitional", "--prompts", "-p",
+                                help="Comma list of train, test, all, definitional or JSONL files."),
+    templates: Optional[int] = typer.Option(None, help="Use only the first N built-in templates."),
+    batch_size: int = typer.Option(64, help="Prompts per forward pass."),
+    out: Optional[Path] = typer.Option(None, help="Directory to save the per-prompt table, "
+                                                  "summary and a figure."),
+):
+    """Print bias scores of a model on prompt sets as a table."""
+    from . import bias as measure_bias
+    from .errors import InterpError
+
+    m = _load(model)
+    try:
+        report = measure_bias(m, build_prompt_sets(m, prompts, templates), batch_size=batch_size)
+    except InterpError as e:
+        _fail(str(e))
+    typer.echo(f"\nBias of {m.name} (gap = p(he) − p(she); slopes regress the gap on the "
+               "stereotype (a_s) and definitional (a_f) scores):\n")
+    typer.echo(report.table())
+    if out:
+        report.save(out)
+        report.plot().write_html(out / "bias.html", include_plotlyjs="cdn")
+        typer.echo(f"\nwrote {out}/")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Where results go."),
+    figures: Path = typer.Option(Path("figures"), help="Where figures go."),
+):
+    """The main job on the bundled model: its bias on train and test occupations and the
+    definitional set."""
+    from . import bias as measure_bias
+
+    start = time.time()
+    typer.echo("Loading the bundled SmolLM2-135M-Instruct ...")
+    m = _load(None)
+    typer.echo(repr(m))
+    sets = build_prompt_sets(m, "train,test,definitional")
+    for ps in sets.values():
+        typer.echo(f"  {ps!r}")
+    report = measure_bias(m, sets)
+    typer.echo("\nBias before any edit (gap = p(he) − p(she)):\n")
+    typer.echo(report.table())
+    report.save(out / "bias")
+    figures.mkdir(parents=True, exist_ok=True)
+    report.plot().write_html(figures / "bias_before.html", include_plotlyjs="cdn")
+    typer.echo(f"\nwrote {out / 'bias'}/ and {figures / 'bias_before.html'} "
+               f"in {time.time() - start:.0f} s")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -36,6 +36,7 @@ class Model:
     arch: Architecture
     name: str
     source: dict = field(default_factory=dict)
+    hf_keys: tuple[str, ...] = ()  # the HF state-dict names, read before the bridge wrapped them
 
     @property
     def hf(self) -> torch.nn.Module:
@@ -49,9 +50,16 @@ class Model:
     def dtype(self) -> torch.dtype:
         return next(self.hf.parameters()).dtype
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under their plain Hugging Face names (the bridge renames modules)."""
+        return canonical_state_dict(self.hf, self.hf_keys)
+
     def fingerprint(self) -> str:
-        """A stable hash of the weights as they are now (it changes when an edit is applied)."""
-        return weights_fingerprint(self.hf)
+        """A stable hash of the weights as they are now (it changes when an edit is applied).
+
+        It depends only on the HF names and the tensors, so a plain HF load of exported weights
+        has the same fingerprint as the model they were exported from."""
+        return weights_fingerprint(self.state_dict())
 
     def __repr__(self) -> str:
         a = self.arch
@@ -61,16 +69,33 @@ class Model:
         )
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """blake2b over every distinct parameter and buffer, in module order: shapes, dtypes, bytes."""
+def canonical_state_dict(hf: torch.nn.Module, keys: tuple[str, ...] = ()) -> dict:
+    """`hf`'s state dict under plain HF names: the bridge's `_original_component.` path segments
+    removed, its alias paths and extra buffers left out. `keys` are the names to keep (all of the
+    module's own names when empty, i.e. for a module that was never bridged)."""
+    raw = hf.state_dict(keep_vars=True)
+    wanted = set(keys or raw)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in raw.items():
+        name = k.replace("_original_component.", "")
+        if name in wanted and name not in out:
+            out[name] = v.detach()
+    missing = wanted - set(out)
+    if missing:
+        raise RuntimeError(f"weights not found under the bridge: {sorted(missing)[:5]}")
+    return {k: out[k] for k in (keys or raw)}
+
+
+def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    """blake2b over the tensors in name order: names, shapes, dtypes, bytes; tied ones once."""
     h = hashlib.blake2b(digest_size=16)
     seen: set[int] = set()
-    tensors = list(module.parameters()) + list(module.buffers(recurse=True))
-    for t in tensors:
+    for name in sorted(state_dict):
+        t = state_dict[name]
         if t.data_ptr() in seen:  # tied weights count once
             continue
         seen.add(t.data_ptr())
-        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
         flat = t.detach().to("cpu").contiguous().reshape(-1)
         h.update(flat.view(torch.uint8).numpy())
     return h.hexdigest()
@@ -123,13 +148,15 @@ def wrap(hf, tokenizer, *, name: str, source: dict | None = None, device=None, d
 
     arch = Architecture.from_config(hf.config)  # fails early, before booting, on unknown families
     hf = hf.to(device=device or "cpu", dtype=dtype or torch.float32).eval()
+    hf_keys = tuple(hf.state_dict().keys())
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     bridge = TransformerBridge.boot_transformers(
         name, hf_model=hf, tokenizer=tokenizer, dtype=dtype or torch.float32
     )
     bridge.eval()
-    return Model(bridge=bridge, tokenizer=tokenizer, arch=arch, name=name, source=source or {})
+    return Model(bridge=bridge, tokenizer=tokenizer, arch=arch, name=name, source=source or {},
+                 hf_keys=hf_keys)
 
 
 def bundled_gguf() -> tuple[Path, str]:
@@ -242,16 +269,18 @@ def _tiny(name: str, seed: int, dtype):
     """A small random model with the bundled tokenizer's vocabulary, identical for the same seed."""
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
-    vocab = len(bundled_tokenizer())
+    tok = bundled_tokenizer()
+    special = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
+               "eos_token_id": tok.eos_token_id}
     if name == "tiny-llama":
         config = LlamaConfig(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+            **special, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
             tie_word_embeddings=True,
         )
     else:
         config = GPT2Config(
-            vocab_size=vocab, n_embd=64, n_layer=4, n_head=4, n_positions=256,
+            **special, n_embd=64, n_layer=4, n_head=4, n_positions=256,
             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         )
     with torch.random.fork_rng(devices=[]):

@@ -1,0 +1,37 @@
+import os
+
+# Tests never reach a model hub: the bundled model and tiny random models are all they use.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+import interp  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    return interp.load_model("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    return interp.load_model("tiny-gpt2")
+
+
+@pytest.fixture(scope="session", params=["tiny-llama", "tiny-gpt2"])
+def tiny(request, tiny_llama, tiny_gpt2):
+    return tiny_llama if request.param == "tiny-llama" else tiny_gpt2
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from interp.models import bundled_tokenizer
+
+    return bundled_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    """The bundled SmolLM2-135M-Instruct, loaded once for the whole session."""
+    return interp.load_model()

