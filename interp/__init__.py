@@ -13,10 +13,13 @@ from .errors import (
 )
 from .models import Model, load_model
 from .prompts import Prompt, PromptSet
+from .result import TraceComparison, TraceResult
+from .trace import TraceSpec, trace
 
 __all__ = [
     "Architecture", "BiasReport", "EmptyPromptSetError", "InterpError", "Model", "ModelLoadError",
     "Prompt", "PromptSet", "TemplateError", "TokenizationError", "UnsupportedArchitectureError",
-    "bias", "load_model", "metrics", "prompts",
+    "TraceComparison", "TraceResult", "TraceSpec", "bias", "load_model", "metrics", "prompts",
+    "trace",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,89 @@
+"""Resumable forward passes: run a model's blocks from any layer on a given residual stream and
+read the next-token logits only at the positions a metric needs.
+
+TransformerBridge's own `start_at_layer` still executes the earlier blocks (it discards their
+output), so it saves nothing; here the HF body runs over only the blocks from `start` on. Hooks
+added on the bridge fire as usual, because those blocks are the bridge's wrapped modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+# The attribute of the HF body that holds its block list, per architecture family.
+BLOCK_LISTS = {"llama": "layers", "gpt2": "h"}
+
+
+class Runner:
+    def __init__(self, model):
+        self.model = model
+        self.body = model.hf.base_model
+        self.unembed = model.hf.get_output_embeddings()
+        self.blocks_attr = BLOCK_LISTS[model.arch.family]
+        self.n_layers = model.arch.n_layers
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The residual stream entering block 0 (token embeddings, plus positions for GPT-2)."""
+        x = self.body.get_input_embeddings()(input_ids)
+        if self.model.arch.family == "gpt2":
+            x = x + self.body.wpe(torch.arange(input_ids.shape[1], device=input_ids.device))
+        return x
+
+    @contextlib.contextmanager
+    def _blocks_from(self, start: int):
+        blocks = getattr(self.body, self.blocks_attr)
+        setattr(self.body, self.blocks_attr, nn.ModuleList(list(blocks)[start:]))
+        try:
+            yield
+        finally:
+            setattr(self.body, self.blocks_attr, blocks)
+
+    def final_hidden(self, resid: torch.Tensor, start: int = 0, *, prefix=None,
+                     keep_cache: bool = False):
+        """Run blocks `start`..end on `resid` (the stream entering block `start`), then the final
+        norm. Rows may be right-padded: causal attention keeps padding out of real positions.
+
+        prefix: an HF cache with the keys and values of the positions before `resid`'s first
+        one, at every layer; `resid` then holds only the later positions. keep_cache: also
+        return the cache of this run (keys/values at every layer)."""
+        offset = prefix.get_seq_length() if prefix is not None else 0
+        positions = torch.arange(offset, offset + resid.shape[1], device=resid.device)
+        x = resid
+        if self.model.arch.family == "gpt2":
+            # GPT2Model adds position embeddings to inputs_embeds; take them out beforehand.
+            x = x - self.body.wpe(positions)
+        use_cache = prefix is not None or keep_cache
+        with self._blocks_from(start):
+            out = self.body(inputs_embeds=x, past_key_values=prefix, use_cache=use_cache,
+                            cache_position=positions if use_cache else None)
+        return (out.last_hidden_state, out.past_key_values) if keep_cache else out.last_hidden_state
+
+    def logits_at(self, resid: torch.Tensor, start: int, positions: torch.Tensor, *,
+                  prefix=None, select=None) -> torch.Tensor:
+        """Next-token logits at one position per row, running from block `start`: over the
+        whole vocabulary (rows, vocab), or only for the token ids in `select`."""
+        hidden = self.final_hidden(resid, start, prefix=prefix)
+        return self.unembed_at(hidden, positions, select=select)
+
+    def unembed_at(self, hidden: torch.Tensor, positions: torch.Tensor, *,
+                   select=None) -> torch.Tensor:
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        h = hidden[rows, positions]
+        if select is None:
+            return self.unembed(h).float()
+        ids = torch.as_tensor(select, device=h.device)
+        bias = self.unembed.bias[ids] if getattr(self.unembed, "bias", None) is not None else None
+        return torch.nn.functional.linear(h, self.unembed.weight[ids], bias).float()
+
+
+def kv_prefix(cache, rows: torch.Tensor, length: int):
+    """A fresh cache holding the first `length` positions of `rows` of `cache`, at every layer."""
+    from transformers import DynamicCache
+
+    out = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        out.update(layer.keys[rows, :, :length], layer.values[rows, :, :length], i)
+    return out
