@@ -101,6 +101,81 @@ def bias(
         typer.echo(f"\nwrote {out}/")
 
 
+def save_figure(fig, path: Path) -> list[Path]:
+    """Write `path`.html always, and `path`.png when a static renderer (kaleido + Chrome) works."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    html = path.with_suffix(".html")
+    fig.write_html(html, include_plotlyjs="cdn")
+    written = [html]
+    try:
+        fig.write_image(path.with_suffix(".png"), scale=2)
+        written.append(path.with_suffix(".png"))
+    except Exception:  # no kaleido or no Chrome: HTML is the figure
+        pass
+    return written
+
+
+def pick(prompt_set, limit: Optional[int], seed: int):
+    """At most `limit` prompts, a seeded sample spread over the set."""
+    from .prompts import PromptSet
+
+    if not limit or limit >= len(prompt_set):
+        return prompt_set
+    import numpy as np
+
+    idx = sorted(np.random.default_rng(seed).choice(len(prompt_set), limit, replace=False))
+    return PromptSet([prompt_set[int(i)] for i in idx], name=prompt_set.name,
+                     dropped=prompt_set.dropped)
+
+
+@app.command()
+def trace(
+    model: Optional[str] = ModelOpt,
+    prompts: str = typer.Option("train", "--prompts", "-p",
+                                help="train, test, all, definitional, or a JSONL file."),
+    kinds: str = typer.Option("resid,mlp,attn", help="Comma list of resid, mlp, attn, head."),
+    corruption: str = typer.Option("noise", help="noise or swap."),
+    metric: str = typer.Option("logodds", help="logodds, gap, abs_gap, p_male, p_female."),
+    window: int = typer.Option(1, help="Restore MLP/attention over this many layers."),
+    samples: int = typer.Option(3, help="Noise samples per prompt."),
+    seed: int = typer.Option(0, help="Noise seed (and prompt sampling seed)."),
+    method: str = typer.Option("exact", help="exact or attribution."),
+    templates: Optional[int] = typer.Option(None, help="Use only the first N built-in templates."),
+    limit: Optional[int] = typer.Option(None, help="Trace at most N prompts (seeded sample)."),
+    swap_words: str = typer.Option("person,man,woman",
+                                   help="Swap corruption: replacement words, first fit wins."),
+    batch_size: int = typer.Option(128, help="Patched runs per forward pass."),
+    out: Path = typer.Option(Path("runs/trace"), help="Output directory."),
+):
+    """Causal tracing: restore each site's clean activation into the corrupted run."""
+    from . import trace as run_trace
+    from .errors import InterpError
+
+    m = _load(model)
+    sets = build_prompt_sets(m, prompts, templates)
+    if len(sets) != 1:
+        _fail("trace takes one prompt set")
+    ps = pick(next(iter(sets.values())), limit, seed)
+    typer.echo(f"tracing {len(ps)} prompts of {ps.name!r} on {m.name} ...", err=True)
+    try:
+        result = run_trace(m, ps, kinds=[k.strip() for k in kinds.split(",") if k.strip()],
+                           corruption=corruption, metric=metric, window=window, samples=samples,
+                           swap_words=[w.strip() for w in swap_words.split(",") if w.strip()],
+                           seed=seed, method=method, batch_size=batch_size, progress=True)
+    except InterpError as e:
+        _fail(str(e))
+    result.save(out)
+    written = save_figure(result.plot(), out / "trace")
+    written += save_figure(result.plot(prompt_id=0), out / "trace_prompt0")
+    typer.echo(repr(result))
+    typer.echo("\nStrongest sites (mean oriented effect over prompts, 95% CI):")
+    typer.echo(result.top_sites(10).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if "mlp" in result.spec["kinds"]:
+        typer.echo(f"\nsuggested MLP layers to edit: {result.suggest_layers('mlp')}")
+    typer.echo(f"\nwrote {out}/ (cells.csv, prompts.json, spec.json, "
+               f"{', '.join(p.name for p in written)})")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where results go."),

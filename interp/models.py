@@ -37,6 +37,7 @@ class Model:
     name: str
     source: dict = field(default_factory=dict)
     hf_keys: tuple[str, ...] = ()  # the HF state-dict names, read before the bridge wrapped them
+    _fingerprint: tuple = field(default=(None, ""), repr=False)
 
     @property
     def hf(self) -> torch.nn.Module:
@@ -59,7 +60,13 @@ class Model:
 
         It depends only on the HF names and the tensors, so a plain HF load of exported weights
         has the same fingerprint as the model they were exported from."""
-        return weights_fingerprint(self.state_dict())
+        sd = self.state_dict()
+        # Every in-place write bumps a tensor's version counter, so this key says whether any
+        # weight may have changed since the last hash.
+        key = tuple((t.data_ptr(), t._version) for t in sd.values())
+        if self._fingerprint[0] != key:
+            self._fingerprint = (key, weights_fingerprint(sd))
+        return self._fingerprint[1]
 
     def __repr__(self) -> str:
         a = self.arch

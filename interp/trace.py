@@ -438,13 +438,16 @@ class AttributionEngine(ExactEngine):
 def trace(model, prompts, *, kinds: Sequence[str] = ("resid", "mlp", "attn"),
           corruption="noise", metric="logodds", window: int = 1, samples: int | None = None,
           noise_scale: float = 3.0, swap_words: Sequence[str] | None = None, seed: int = 0,
-          method: str = "exact", spec: TraceSpec | dict | None = None, batch_size: int = 128,
+          method: str = "exact", natural_effects: bool = False,
+          spec: TraceSpec | dict | None = None, batch_size: int = 128,
           progress: bool | None = None):
     """Trace where the prompts' outcome is mediated: one restoration per (kind, layer, position
     [, head]) cell. Returns a `TraceResult`.
 
     prompts: a `PromptSet`, or a path to a JSONL file (`text`, `subject`, optional
     `corrupt_text`). spec: re-run a previous trace's settings (`trace_result.spec`).
+    natural_effects: with a swap corruption, also Vig et al.'s natural indirect and direct
+    effects per cell (columns `nie`, `nde`); costs a second pass over the grid.
     """
     from .result import TraceResult
 
@@ -477,6 +480,9 @@ def trace(model, prompts, *, kinds: Sequence[str] = ("resid", "mlp", "attn"),
         if not (0 <= a < b <= len(p.input_ids)) or p.subject not in p.text:
             raise InterpError(f"the subject {p.subject!r} is not in the prompt {p.text!r}")
 
+    if natural_effects and not (isinstance(corr, C.Swap) and method == "exact"):
+        raise InterpError("natural_effects needs corruption='swap' and method='exact'")
+
     candidates = Candidates.resolve(model)
     fn = metric_fn(metric, candidates)
     metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
@@ -489,7 +495,7 @@ def trace(model, prompts, *, kinds: Sequence[str] = ("resid", "mlp", "attn"),
                          window=window, seed=seed, method=method, model=model.name,
                          fingerprint=model.fingerprint())
     nie = None
-    if isinstance(corr, C.Swap) and method == "exact":
+    if natural_effects:
         # Vig et al.'s natural indirect effect: the clean input with one mediator set to its
         # counterfactual value. That is the same engine with the two inputs' roles exchanged.
         flipped = Inputs(inputs.prompts, [c[0] for c in inputs.corrupt],

@@ -66,3 +66,28 @@ def test_cli_bias_prints_the_table(tmp_path):
     assert (tmp_path / "r" / "summary.csv").exists() and (tmp_path / "r" / "bias.html").exists()
     bad = runner.invoke(app, ["bias", "--model", "nowhere/at-all"])
     assert bad.exit_code == 2 and "HF_HUB_OFFLINE" in bad.output
+
+
+def test_trace_engine_equals_reference_on_the_bundled_model(bundled):
+    """Every cell of one prompt, plus windowed MLP/attention cells, against one hooked forward
+    per cell."""
+    import random
+
+    from interp.corruption import Noise
+    from reference_trace import engine_cells, reference_trace
+
+    ps = P.from_templates(bundled, ["The {} said that"], ["nurse"])
+    c = interp.metrics.Candidates.resolve(bundled)
+    r = interp.trace(bundled, ps, kinds=("resid", "mlp", "attn"), samples=2, seed=1)
+    ref, clean, corrupt = reference_trace(bundled, ps, Noise(samples=2), c,
+                                          kinds=("resid", "mlp", "attn"), seed=1)
+    got = engine_cells(r)
+    assert len(ref) == len(got) == 3 * 30 * 4
+    assert max(abs(got[k] - v) for k, v in ref.items()) <= 1e-4
+    windowed = interp.trace(bundled, ps, kinds=("mlp", "attn"), samples=2, seed=1, window=10)
+    got = engine_cells(windowed)
+    some = set(random.Random(0).sample(sorted(got), 24))
+    ref, _, _ = reference_trace(bundled, ps, Noise(samples=2), c, kinds=("mlp", "attn"),
+                                window=10, seed=1, cells=some)
+    assert max(abs(got[k] - v) for k, v in ref.items()) <= 1e-4
+

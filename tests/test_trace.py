@@ -42,7 +42,8 @@ def test_exact_engine_equals_reference_noise(tiny, window):
 def test_exact_engine_equals_reference_swap(tiny):
     ps = P.from_templates(tiny, ["The {} said that", "Yesterday the {} announced that"],
                           ["nurse", "carpenter"])
-    result = interp.trace(tiny, ps, kinds=KINDS_ALL, corruption="swap", window=2)
+    result = interp.trace(tiny, ps, kinds=KINDS_ALL, corruption="swap", window=2,
+                          natural_effects=True)
     c = Candidates.resolve(tiny)
     ref, clean, corrupt = reference_trace(tiny, ps, Swap(), c, kinds=KINDS_ALL, window=2)
     assert_matches(result, ref)
@@ -166,3 +167,5 @@ def test_bad_input_is_a_clear_error(tiny_llama):
              "corrupt_text": "The young woman said that"}]), corruption="swap")
     with pytest.raises(interp.EmptyPromptSetError):
         interp.trace(tiny_llama, interp.PromptSet([]))
+    with pytest.raises(interp.InterpError, match="natural_effects needs corruption='swap'"):
+        interp.trace(tiny_llama, ps, natural_effects=True)
