@@ -26,6 +26,23 @@ def atomic_write(path: str | Path, mode: str = "w"):
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path` for a writer that wants a file name; it becomes
+    `path` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_dir(path: str | Path):
     """Yield a temporary directory beside `path`; it replaces `path` when the block succeeds."""
     path = Path(path)

@@ -33,22 +33,23 @@ class Runner:
         return x
 
     @contextlib.contextmanager
-    def _blocks_from(self, start: int):
+    def _blocks_from(self, start: int, stop: int | None = None):
         blocks = getattr(self.body, self.blocks_attr)
-        setattr(self.body, self.blocks_attr, nn.ModuleList(list(blocks)[start:]))
+        setattr(self.body, self.blocks_attr, nn.ModuleList(list(blocks)[start:stop]))
         try:
             yield
         finally:
             setattr(self.body, self.blocks_attr, blocks)
 
     def final_hidden(self, resid: torch.Tensor, start: int = 0, *, prefix=None,
-                     keep_cache: bool = False):
+                     keep_cache: bool = False, stop: int | None = None):
         """Run blocks `start`..end on `resid` (the stream entering block `start`), then the final
         norm. Rows may be right-padded: causal attention keeps padding out of real positions.
 
         prefix: an HF cache with the keys and values of the positions before `resid`'s first
         one, at every layer; `resid` then holds only the later positions. keep_cache: also
-        return the cache of this run (keys/values at every layer)."""
+        return the cache of this run (keys/values at every layer). stop: run only the blocks
+        before `stop` (for reading activations there; the output is then not the model's)."""
         offset = prefix.get_seq_length() if prefix is not None else 0
         positions = torch.arange(offset, offset + resid.shape[1], device=resid.device)
         x = resid
@@ -56,7 +57,7 @@ class Runner:
             # GPT2Model adds position embeddings to inputs_embeds; take them out beforehand.
             x = x - self.body.wpe(positions)
         use_cache = prefix is not None or keep_cache
-        with self._blocks_from(start):
+        with self._blocks_from(start, stop):
             out = self.body(inputs_embeds=x, past_key_values=prefix, use_cache=use_cache,
                             cache_position=positions if use_cache else None)
         return (out.last_hidden_state, out.past_key_values) if keep_cache else out.last_hidden_state

@@ -1,0 +1,392 @@
+"""LSDM: a least-squares (MEMIT-style) closed-form edit of the located MLP weights.
+
+For each edit prompt, a key k (the MLP down-projection input at the subject's last token, averaged
+over a few generated prefixes and the bare prompt) and a target v* (the residual stream after the
+last edited layer, optimised so that p(he) = p(she)). Each edited layer, bottom first, solves
+
+    ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹,   R = (V* − current outputs) / (layers left)
+
+in float64, with C = E[k kᵀ] over neutral text protecting everything else the MLP does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import InterpError
+from .metrics import Candidates
+from .prompts import PromptSet, tokenize_prompt
+from .runner import Runner
+
+
+class EditError(InterpError):
+    """An edit cannot be fitted or applied as asked."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts in context: the bare prompt and a few generated prefixes before it
+
+
+@dataclass
+class Versions:
+    ids: list[list[int]]
+    subject_last: list[int]
+    prompt: list[int]  # index of the edit prompt each version belongs to
+    prefixes: list[str]
+
+
+def generated_prefixes(model, n: int, length: int, seed: int) -> list[str]:
+    """Short seeded samples from the model, used as contexts before each prompt (as ROME does)."""
+    if n == 0:
+        return []
+    tok = model.tokenizer
+    starters = ["The", "Therefore", "Because", "I", "You", "In", "It", "When"]
+    out = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for i in range(n):
+            ids = torch.tensor([tok(starters[i % len(starters)])["input_ids"]], device=model.device)
+            gen = model.hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                    top_k=5, max_new_tokens=length, min_new_tokens=length,
+                                    pad_token_id=tok.pad_token_id)
+            text = " ".join(tok.decode(gen[0], skip_special_tokens=True).split())
+            out.append(text.replace("{", "(").replace("}", ")"))
+    return out
+
+
+def versions(model, prompts: PromptSet, prefixes: Sequence[str]) -> Versions:
+    ids, last, owner = [], [], []
+    for i, p in enumerate(prompts):
+        start = p.text.find(p.subject)
+        for prefix in ["", *prefixes]:
+            joint = f"{prefix}. {p.text}" if prefix else p.text
+            offset = len(joint) - len(p.text)
+            v = tokenize_prompt(model.tokenizer, joint, p.subject, subject_start=offset + start)
+            if not hasattr(v, "input_ids"):
+                continue  # this prefix merges with the subject's tokens: skip that version
+            ids.append(list(v.input_ids))
+            last.append(v.subject_last)
+            owner.append(i)
+    return Versions(ids, last, owner, list(prefixes))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading keys and outputs at the subject's last token
+
+
+def _pad(model, seqs):
+    width = max(map(len, seqs))
+    pad = model.tokenizer.pad_token_id or 0
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=model.device)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+    return ids
+
+
+@torch.no_grad()
+def read_at_subject(model, v: Versions, names: Sequence[str], *, stop: int | None = None,
+                    batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Each named activation at every version's subject-last token, averaged per edit prompt:
+    {name: (n_prompts, width)}."""
+    runner = Runner(model)
+    rows: dict[str, list] = {n: [] for n in names}
+    for b in range(0, len(v.ids), batch_size):
+        seqs = v.ids[b: b + batch_size]
+        store = {}
+
+        def saver(name):
+            def save(act, hook):
+                store[name] = act.detach()
+            return save
+
+        with model.bridge.hooks(fwd_hooks=[(n, saver(n)) for n in names]):
+            runner.final_hidden(runner.embed(_pad(model, seqs)), 0, stop=stop)
+        pos = torch.tensor(v.subject_last[b: b + batch_size], device=model.device)
+        r = torch.arange(len(seqs), device=model.device)
+        for n in names:
+            rows[n].append(store[n][r, pos].double())
+    owner = torch.tensor(v.prompt, device=model.device)
+    n_prompts = int(owner.max()) + 1
+    out = {}
+    for n in names:
+        allrows = torch.cat(rows[n])
+        total = torch.zeros((n_prompts, allrows.shape[1]), dtype=torch.float64,
+                            device=allrows.device)
+        total.index_add_(0, owner, allrows)
+        out[n] = total / torch.bincount(owner, minlength=n_prompts).unsqueeze(1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets: residual vectors that balance he and she
+
+
+def _merged_logprobs(logits: torch.Tensor, he: int, she: int) -> torch.Tensor:
+    """Next-token log-probs with he and she merged into one bucket (last column)."""
+    lp = logits.float().log_softmax(-1)
+    keep = torch.ones(lp.shape[-1], dtype=torch.bool, device=lp.device)
+    keep[[he, she]] = False
+    both = torch.logsumexp(lp[:, [he, she]], dim=-1, keepdim=True)
+    return torch.cat([lp[:, keep], both], dim=-1)
+
+
+def optimise_targets(model, v: Versions, layer: int, *, steps: int = 40, lr: float = 0.1,
+                     kl_weight: float = 1.0, clamp_norm: float = 0.75, decay: float = 1e-3,
+                     tol: float = 0.1, strict: bool = True, progress: bool | None = None):
+    """Per edit prompt, δ added to the residual stream after block `layer` at the subject's last
+    token (in every version) so that log p(she) − log p(he) → 0, keeping the rest of the
+    next-token distribution (KL with he/she merged) and ||δ|| ≤ clamp_norm · ||h||.
+
+    Returns (targets h + δ (n, d_model) float64, report dict)."""
+    runner = Runner(model)
+    cands = Candidates.resolve(model)
+    he, she = cands.ids["male"], cands.ids["female"]
+    name = model.arch.hook("resid_post", layer)
+    ids = _pad(model, v.ids)
+    last = torch.tensor([len(s) - 1 for s in v.ids], device=model.device)
+    subj = torch.tensor(v.subject_last, device=model.device)
+    owner = torch.tensor(v.prompt, device=model.device)
+    rows = torch.arange(len(v.ids), device=model.device)
+    store = {}
+    with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(name, lambda a, hook: store.update(h=a))]):
+        hidden = runner.final_hidden(runner.embed(ids), 0)
+    start = store["h"].detach()  # stream entering block layer + 1
+    with torch.no_grad():
+        base = _merged_logprobs(runner.unembed_at(hidden, last), he, she)
+    n = int(owner.max()) + 1
+    h_subj = start[rows, subj]
+    h0 = torch.zeros((n, start.shape[-1]), device=start.device).index_add_(0, owner, h_subj)
+    h0 = h0 / torch.bincount(owner, minlength=n).unsqueeze(1)
+    bound = clamp_norm * h0.norm(dim=-1, keepdim=True)
+    delta = torch.zeros_like(h0, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=lr)
+    show = progress if progress is not None else steps > 10
+    history = []
+    for _ in tqdm(range(steps), desc="targets", disable=not show, leave=False):
+        opt.zero_grad()
+        x = start.clone()
+        x[rows, subj] = x[rows, subj] + delta[owner]
+        with torch.enable_grad():
+            logits = runner.logits_at(x, layer + 1, last)
+            lp = logits.float().log_softmax(-1)
+            gap = lp[:, she] - lp[:, he]
+            merged = _merged_logprobs(logits, he, she)
+            kl = (base.exp() * (base - merged)).sum(-1)
+            loss = (gap ** 2).mean() + kl_weight * kl.mean() \
+                + decay * (delta.norm(dim=-1) ** 2 / h0.norm(dim=-1) ** 2).mean()
+            loss.backward()
+        opt.step()
+        with torch.no_grad():
+            scale = (bound / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+            delta.mul_(scale)
+        history.append({"abs_logodds": float(gap.detach().abs().mean()),
+                        "kl": float(kl.detach().mean())})
+    with torch.no_grad():
+        x = start.clone()
+        x[rows, subj] = x[rows, subj] + delta[owner]
+        lp = runner.logits_at(x, layer + 1, last).float().log_softmax(-1)
+        gap = (lp[:, she] - lp[:, he]).abs()
+        kl = (base.exp() * (base - _merged_logprobs(lp, he, she))).sum(-1)
+    report = {"abs_logodds_before": history[0]["abs_logodds"] if history else None,
+              "abs_logodds_after": float(gap.mean()), "kl_after": float(kl.mean()),
+              "steps": steps, "delta_norm_ratio": float((delta.norm(dim=-1) /
+                                                         h0.norm(dim=-1)).mean())}
+    if report["abs_logodds_after"] > tol:
+        message = (f"the target optimisation did not converge: mean |log p(she) − log p(he)| is "
+                   f"{report['abs_logodds_after']:.3f} after {steps} steps (tolerance {tol}). "
+                   "Give it more steps or a larger lr, loosen clamp_norm, or lower kl_weight.")
+        if strict:
+            raise EditError(message)
+        import warnings
+
+        warnings.warn(message, stacklevel=2)
+    return (h0 + delta.detach()).double(), report
+
+
+# ---------------------------------------------------------------------------------------------
+# The solve
+
+
+def solve_update(keys: torch.Tensor, residuals: torch.Tensor, C: torch.Tensor, lam: float,
+                 max_cond: float = 1e12) -> tuple[torch.Tensor, torch.Tensor]:
+    """ΔW = R Kᵀ (λC + K Kᵀ)⁻¹ in factored form (U, V) with ΔW = U Vᵀ.
+
+    keys: (d_in, n) columns k_i; residuals: (d_out, n) columns r_i; C: (d_in, d_in)."""
+    K, R, C = keys.double(), residuals.double(), C.double().to(keys.device)
+    A = lam * C + K @ K.T
+    eig = torch.linalg.eigvalsh(A)
+    if eig[0] <= 0 or eig[-1] / eig[0] > max_cond:
+        raise EditError(
+            f"the key statistics are ill-conditioned (eigenvalues of λC + KKᵀ from "
+            f"{float(eig[0]):.3g} to {float(eig[-1]):.3g}): raise λ (now {lam}) or compute the "
+            "statistics over more tokens"
+        )
+    V = torch.linalg.solve(A, K)  # (d_in, n): A⁻¹ K, so ΔW = R (A⁻¹K)ᵀ
+    return R, V
+
+
+# ---------------------------------------------------------------------------------------------
+# The Edit object
+
+
+@dataclass
+class Edit:
+    """Per-layer low-rank weight updates ΔW_l = U_l V_lᵀ of the MLP down projections, plus
+    provenance (`meta`): the model fingerprint it was fitted on, layers, λ, prompts, seeds,
+    metrics."""
+
+    updates: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    meta: dict = field(default_factory=dict)
+    _backups: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.updates)
+
+    def delta(self, layer: int) -> torch.Tensor:
+        U, V = self.updates[layer]
+        return U.double() @ V.double().T
+
+    def __repr__(self) -> str:
+        ranks = {l: self.updates[l][0].shape[1] for l in self.layers}
+        return (f"Edit(layers={self.layers}, rank per layer={ranks}, λ={self.meta.get('lam')}, "
+                f"fitted on {self.meta.get('fingerprint', '?')[:12]})")
+
+    def apply(self, model):
+        """Add the updates to the model's weights in place; returns the model."""
+        if id(model) in self._backups:
+            raise EditError("this edit is already applied to this model; revert it first")
+        want, have = self.meta.get("fingerprint"), model.fingerprint()
+        if want and want != have:
+            raise EditError(
+                f"this edit was fitted on a model with fingerprint {want}, but this model has "
+                f"{have}: apply it to the model it was made for (revert any other edit first)"
+            )
+        backup = {}
+        with torch.no_grad():
+            for layer in self.layers:
+                w = model.arch.mlp_down_weight(model.bridge, layer)
+                backup[layer] = w.detach().clone()
+                w.add_(self.delta(layer).to(device=w.device, dtype=w.dtype))
+        self._backups[id(model)] = backup
+        return model
+
+    def revert(self, model):
+        """Restore the weights exactly as they were before `apply`."""
+        backup = self._backups.pop(id(model), None)
+        if backup is None:
+            raise EditError("this edit is not applied to this model")
+        with torch.no_grad():
+            for layer, saved in backup.items():
+                model.arch.mlp_down_weight(model.bridge, layer).copy_(saved)
+        return model
+
+    @contextlib.contextmanager
+    def applied(self, model):
+        self.apply(model)
+        try:
+            yield model
+        finally:
+            self.revert(model)
+
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file: U_l and V_l per layer, the provenance as its JSON metadata."""
+        from safetensors.torch import save_file
+
+        from .io import atomic_path
+
+        tensors = {}
+        for layer, (U, V) in self.updates.items():
+            tensors[f"layer{layer}.U"] = U.contiguous()
+            tensors[f"layer{layer}.V"] = V.contiguous()
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"interp_edit": json.dumps(self.meta)})
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Edit":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["interp_edit"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        layers = sorted({int(k.split(".")[0][5:]) for k in tensors})
+        return cls({l: (tensors[f"layer{l}.U"], tensors[f"layer{l}.V"]) for l in layers}, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# The editor
+
+
+def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam: float = 1000.0,
+         n_prefixes: int = 3, prefix_len: int = 8, steps: int = 40, lr: float = 0.1,
+         kl_weight: float = 1.0, clamp_norm: float = 0.75, tol: float = 0.1,
+         stats_tokens: int = 20000, corpus=None, seed: int = 0, strict: bool = True,
+         progress: bool | None = None) -> Edit:
+    """Fit an LSDM edit that balances p(he) and p(she) on `prompts` (the model is left as it
+    was; apply the returned `Edit` to change it).
+
+    layers: MLP layers to edit, bottom first; None traces the prompts and takes
+    `suggest_layers("mlp")`. lam: weight of the preservation statistics C. The rest tunes the
+    prefixes, the target optimisation and the statistics corpus (see their functions)."""
+    prompts.require_nonempty()
+    if layers is None:
+        from .trace import trace
+
+        located = trace(model, prompts[:40], kinds=("mlp",), samples=3, seed=seed,
+                        progress=progress)
+        layers = located.suggest_layers("mlp")
+    layers = sorted(set(int(l) for l in layers))
+    if not layers:
+        raise EditError("no layers to edit: pass e.g. layers=[0, 1, 2]")
+    for l in layers:
+        if not 0 <= l < model.arch.n_layers:
+            raise EditError(f"layer {l} is outside the model: it has layers "
+                            f"0..{model.arch.n_layers - 1}")
+    fingerprint = model.fingerprint()
+    prefixes = generated_prefixes(model, n_prefixes, prefix_len, seed)
+    v = versions(model, prompts, prefixes)
+    C = {}
+    from .stats import key_second_moments
+
+    C = key_second_moments(model, layers, corpus=corpus, n_tokens=stats_tokens, seed=seed,
+                           progress=progress)
+    top = max(layers)
+    targets, target_report = optimise_targets(model, v, top, steps=steps, lr=lr,
+                                              kl_weight=kl_weight, clamp_norm=clamp_norm,
+                                              tol=tol, strict=strict, progress=progress)
+    key_name = {l: model.arch.hook("mlp_key", l) for l in layers}
+    out_name = model.arch.hook("resid_post", top)
+    updates, backup = {}, {}
+    try:
+        for i, layer in enumerate(layers):
+            cur = read_at_subject(model, v, [key_name[layer], out_name], stop=top + 1)
+            K = cur[key_name[layer]].T
+            R = (targets - cur[out_name]).T / (len(layers) - i)
+            U, V = solve_update(K, R, C[layer], lam)
+            w = model.arch.mlp_down_weight(model.bridge, layer)
+            backup[layer] = w.detach().clone()
+            with torch.no_grad():
+                w.add_((U @ V.T).to(w.dtype))
+            updates[layer] = (U.float().cpu(), V.float().cpu())
+    finally:
+        with torch.no_grad():
+            for layer, saved in backup.items():
+                model.arch.mlp_down_weight(model.bridge, layer).copy_(saved)
+    meta = {
+        "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
+        "lam": lam, "seed": seed, "prefixes": prefixes, "n_prompts": len(prompts),
+        "prompts": [{"text": p.text, "subject": p.subject} for p in prompts],
+        "targets": target_report, "stats_tokens": stats_tokens,
+        "corpus": "neutral+samples" if corpus is None else "user",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return Edit(updates, meta)

@@ -1,0 +1,146 @@
+"""Second-moment statistics of MLP keys, C = E[k kᵀ], over neutral text.
+
+The LSDM/MEMIT solve uses C to protect what the MLP does on ordinary text. Keys are the inputs of
+the MLP down projection at every token of the corpus; their outer products accumulate in float64,
+chunk by chunk, and the result is cached on disk keyed by the model fingerprint, the layer, the
+corpus and the token count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import InterpError
+
+STARTERS = ("The", "In", "A", "It", "When", "Today", "There", "After", "Many", "This", "For",
+            "Most")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
+
+
+def neutral_text() -> str:
+    return resources.files("interp.data").joinpath("neutral.txt").read_text()
+
+
+def sample_text(model, n_tokens: int, *, seed: int = 0, length: int = 96,
+                batch_size: int = 16) -> list[list[int]]:
+    """Token sequences sampled from the model itself (seeded), starting from common openers."""
+    tok = model.tokenizer
+    out, produced = [], 0
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        b = 0
+        while produced < n_tokens:
+            starts = [STARTERS[(b * batch_size + i) % len(STARTERS)] for i in range(batch_size)]
+            ids = torch.tensor([tok(s)["input_ids"] for s in starts], device=model.device)
+            gen = model.hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                    top_k=50, max_new_tokens=length, min_new_tokens=length,
+                                    pad_token_id=tok.pad_token_id)
+            for row in gen.tolist():
+                out.append(row)
+                produced += len(row)
+            b += 1
+    return out
+
+
+def corpus_tokens(model, corpus, n_tokens: int, seed: int = 0,
+                  seq_len: int = 128) -> tuple[list[list[int]], str]:
+    """Token sequences of at most `seq_len` for the statistics, and a hash naming the corpus.
+
+    corpus: None (the bundled neutral text, then model samples up to `n_tokens`), or a list of
+    texts or text-file paths (used as they are, up to `n_tokens`)."""
+    tok = model.tokenizer
+    if corpus is None:
+        texts, name = [neutral_text()], f"neutral+samples:{seed}"
+    else:
+        texts = [Path(c).read_text() if Path(str(c)).is_file() else str(c) for c in corpus]
+        name = "texts"
+    seqs = []
+    for t in texts:
+        ids = tok(t)["input_ids"]
+        seqs.extend(ids[i: i + seq_len] for i in range(0, len(ids), seq_len))
+    have = sum(map(len, seqs))
+    if corpus is None and have < n_tokens:
+        seqs.extend(sample_text(model, n_tokens - have, seed=seed))
+    if not seqs or sum(map(len, seqs)) == 0:
+        raise InterpError("the statistics corpus is empty: pass texts or files with some text")
+    kept, count = [], 0
+    for s in seqs:
+        if count >= n_tokens:
+            break
+        s = s[: n_tokens - count]
+        kept.append(s)
+        count += len(s)
+    h = hashlib.sha256(name.encode())
+    for s in kept:
+        h.update(str(s).encode())
+    return kept, h.hexdigest()[:16]
+
+
+def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: int = 20000,
+                       seed: int = 0, batch_size: int = 16, use_cache: bool = True,
+                       progress: bool | None = None) -> dict[int, torch.Tensor]:
+    """C_l = E[k kᵀ] (float64, d_mlp × d_mlp) of the MLP keys at each layer, over the corpus."""
+    for l in layers:
+        model.arch.check_layer(l)
+    fingerprint = model.fingerprint()
+    seqs, corpus_hash = corpus_tokens(model, corpus, n_tokens, seed)
+    total = sum(map(len, seqs))
+    paths = {l: cache_dir() / "stats" / fingerprint / f"layer{l}-{corpus_hash}-{total}.pt"
+             for l in layers}
+    result = {}
+    if use_cache:
+        for l, p in paths.items():
+            if p.exists():
+                result[l] = torch.load(p)
+    todo = [l for l in layers if l not in result]
+    if not todo:
+        return result
+    d = model.arch.d_mlp
+    sums = {l: torch.zeros((d, d), dtype=torch.float64) for l in todo}
+    count = 0
+    pad = model.tokenizer.pad_token_id or 0
+    from .runner import Runner
+
+    runner = Runner(model)
+    seqs = sorted(seqs, key=len)
+    batches = [seqs[i: i + batch_size] for i in range(0, len(seqs), batch_size)]
+    show = progress if progress is not None else len(batches) > 4
+    for batch in tqdm(batches, desc="key statistics", unit="batch", disable=not show, leave=False):
+        width = max(map(len, batch))
+        ids = torch.full((len(batch), width), pad, dtype=torch.long, device=model.device)
+        mask = torch.zeros((len(batch), width), dtype=torch.bool, device=model.device)
+        for i, s in enumerate(batch):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = True
+        keys = {}
+
+        def saver(layer):
+            def save(act, hook):
+                keys[layer] = act.detach()
+            return save
+
+        hooks = [(model.arch.hook("mlp_key", l), saver(l)) for l in todo]
+        with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+            runner.final_hidden(runner.embed(ids), 0, stop=max(todo) + 1)
+        for l in todo:
+            k = keys[l][mask].double()
+            sums[l] += k.T @ k
+        count += int(mask.sum())
+    for l in todo:
+        result[l] = sums[l] / count
+        if use_cache:
+            paths[l].parent.mkdir(parents=True, exist_ok=True)
+            tmp = paths[l].with_suffix(".tmp")
+            torch.save(result[l], tmp)
+            os.replace(tmp, paths[l])
+    return result

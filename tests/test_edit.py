@@ -1,0 +1,125 @@
+import pytest
+import torch
+
+import interp
+from interp import prompts as P
+from interp.edit import Edit, EditError, lsdm, solve_update
+
+
+def random_problem(d_in=48, d_out=16, n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    K = torch.randn(d_in, n, generator=g, dtype=torch.float64)
+    R = torch.randn(d_out, n, generator=g, dtype=torch.float64)
+    A = torch.randn(d_in, d_in, generator=g, dtype=torch.float64)
+    C = A @ A.T / d_in + 0.1 * torch.eye(d_in, dtype=torch.float64)
+    return K, R, C
+
+
+def test_solve_maps_every_key_to_its_target():
+    K, R, C = random_problem()
+    U, V = solve_update(K, R, C, lam=1e-6)
+    delta = U @ V.T
+    assert (delta @ K - R).abs().max() <= 1e-4
+
+
+def test_solve_leaves_keys_orthogonal_to_the_edit_unchanged():
+    K, R, _ = random_problem()
+    eye = torch.eye(K.shape[0], dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.cat([K, torch.randn(K.shape[0], 3, dtype=torch.float64)], 1))
+    orthogonal = q[:, K.shape[1]:]  # orthonormal, and orthogonal to every key
+    for lam in (1e-3, 1.0, 1e3):
+        U, V = solve_update(K, R, eye, lam)
+        assert (U @ V.T @ orthogonal).abs().max() <= 1e-10
+
+
+def test_preserved_keys_change_less_as_lambda_grows():
+    K, R, C = random_problem()
+    g = torch.Generator().manual_seed(1)
+    preserved = torch.linalg.cholesky(C) @ torch.randn(C.shape[0], 200, generator=g,
+                                                        dtype=torch.float64)
+    changes = []
+    for lam in (0.01, 1.0, 100.0, 1e4):
+        U, V = solve_update(K, R, C, lam)
+        changes.append(float((U @ V.T @ preserved).norm()))
+    assert changes == sorted(changes, reverse=True) and changes[-1] < 0.05 * changes[0]
+
+
+def test_single_layer_single_prompt_is_rank_one():
+    K, R, C = random_problem(n=1)
+    U, V = solve_update(K, R, C, lam=1.0)
+    assert torch.linalg.matrix_rank(U @ V.T) == 1
+
+
+def test_ill_conditioned_statistics_are_a_clear_error():
+    K, R, C = random_problem()
+    with pytest.raises(EditError, match="ill-conditioned.*raise λ"):
+        solve_update(K, R, torch.zeros_like(C), lam=1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_edit(tiny_llama):
+    ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:2])[:12]
+    edit = lsdm(tiny_llama, ps, layers=[0, 1], n_prefixes=2, prefix_len=4, steps=60, lr=0.05,
+                stats_tokens=1500, strict=False, progress=False)
+    return edit, ps
+
+
+def test_lsdm_returns_an_unapplied_low_rank_edit(tiny_llama, tiny_edit):
+    edit, ps = tiny_edit
+    assert edit.layers == [0, 1]
+    assert edit.meta["fingerprint"] == tiny_llama.fingerprint()  # the model is left as it was
+    for layer in edit.layers:
+        U, V = edit.updates[layer]
+        assert U.shape == (tiny_llama.arch.d_model, len(ps))
+        assert V.shape == (tiny_llama.arch.d_mlp, len(ps))
+
+
+def test_apply_and_revert_are_bit_exact(tiny_llama, tiny_edit):
+    edit, _ = tiny_edit
+    before = {k: v.clone() for k, v in tiny_llama.state_dict().items()}
+    fp = tiny_llama.fingerprint()
+    with edit.applied(tiny_llama):
+        assert tiny_llama.fingerprint() != fp
+        w = tiny_llama.arch.mlp_down_weight(tiny_llama.bridge, 1)
+        assert torch.allclose(w.double() - before[_down_name(tiny_llama, 1)].double(),
+                              edit.delta(1), atol=1e-5)
+        with pytest.raises(EditError, match="already applied"):
+            edit.apply(tiny_llama)
+    assert tiny_llama.fingerprint() == fp
+    for k, v in tiny_llama.state_dict().items():
+        assert torch.equal(v, before[k])
+    with pytest.raises(EditError, match="not applied"):
+        edit.revert(tiny_llama)
+
+
+def _down_name(model, layer):
+    return f"model.layers.{layer}.mlp.down_proj.weight"
+
+
+def test_edit_refuses_another_model(tiny_edit):
+    edit, _ = tiny_edit
+    other = interp.load_model("tiny-llama", seed=7)
+    with pytest.raises(EditError, match="fitted on a model with fingerprint"):
+        edit.apply(other)
+
+
+def test_save_load_gives_an_identical_edit(tmp_path, tiny_edit):
+    edit, _ = tiny_edit
+    path = edit.save(tmp_path / "e.lsdm")
+    again = Edit.load(path)
+    assert again.meta == edit.meta and again.layers == edit.layers
+    for layer in edit.layers:
+        for a, b in zip(edit.updates[layer], again.updates[layer]):
+            assert torch.equal(a, b)
+    assert [p.name for p in tmp_path.iterdir()] == ["e.lsdm"]
+
+
+def test_bad_edit_input_is_a_clear_error(tiny_llama):
+    ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:1])[:2]
+    with pytest.raises(EditError, match="layer 9 is outside the model"):
+        lsdm(tiny_llama, ps, layers=[9])
+    with pytest.raises(interp.EmptyPromptSetError):
+        lsdm(tiny_llama, interp.PromptSet([]), layers=[0])
+    with pytest.raises(EditError, match="did not converge"):
+        lsdm(tiny_llama, ps, layers=[0], n_prefixes=0, steps=1, lr=1e-6, tol=1e-4,
+             stats_tokens=500)
