@@ -80,6 +80,20 @@ class Runner:
         return torch.nn.functional.linear(h, self.unembed.weight[ids], bias).float()
 
 
+@contextlib.contextmanager
+def frozen(model):
+    """Weights that take no gradient, for backward passes that only want activation gradients
+    (computing each weight's gradient would double their cost)."""
+    params = [p for p in model.hf.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def kv_prefix(cache, rows: torch.Tensor, length: int):
     """A fresh cache holding the first `length` positions of `rows` of `cache`, at every layer."""
     from transformers import DynamicCache

@@ -24,7 +24,7 @@ from . import corruption as C
 from .errors import InterpError
 from .metrics import Candidates
 from .prompts import PromptSet, from_jsonl
-from .runner import Runner, kv_prefix
+from .runner import Runner, frozen, kv_prefix
 
 KINDS = ("resid", "mlp", "attn", "head")
 WINDOWED = ("mlp", "attn")
@@ -391,7 +391,7 @@ class AttributionEngine(ExactEngine):
                 return act
             return keep
 
-        with torch.enable_grad(), \
+        with torch.enable_grad(), frozen(self.model), \
                 self.model.bridge.hooks(fwd_hooks=[(n, keeper(n)) for n in names]):
             corrupt0 = _pad_stack(corrupt_list, width).requires_grad_(True)
             m = self.runner.logits_at(corrupt0, 0, last[row_prompt_t],
