@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .errors import InterpError
 from .metrics import Candidates
 from .prompts import PromptSet, tokenize_prompt
-from .runner import Runner
+from .runner import Runner, capture
 
 
 class EditError(InterpError):
@@ -100,14 +100,8 @@ def read_at_subject(model, v: Versions, names: Sequence[str], *, stop: int | Non
     rows: dict[str, list] = {n: [] for n in names}
     for b in range(0, len(v.ids), batch_size):
         seqs = v.ids[b: b + batch_size]
-        store = {}
-
-        def saver(name):
-            def save(act, hook):
-                store[name] = act.detach()
-            return save
-
-        with model.bridge.hooks(fwd_hooks=[(n, saver(n)) for n in names]):
+        store, hooks = capture(names)
+        with model.bridge.hooks(fwd_hooks=hooks):
             runner.final_hidden(runner.embed(_pad(model, seqs)), 0, stop=stop)
         pos = torch.tensor(v.subject_last[b: b + batch_size], device=model.device)
         r = torch.arange(len(seqs), device=model.device)
@@ -150,7 +144,7 @@ def optimise_targets(model, v: Versions, layer: int, *, steps: int = 40, lr: flo
     positions from block `layer` + 1, over the keys/values the unedited run left before them.
 
     Returns (targets h + δ (n, d_model) float64, report dict)."""
-    from .runner import frozen, kv_prefix
+    from .runner import copy_cache, frozen, kv_prefix
 
     runner = Runner(model)
     cands = Candidates.resolve(model)
@@ -184,7 +178,7 @@ def optimise_targets(model, v: Versions, layer: int, *, steps: int = 40, lr: flo
         for p, g, seg, prefix in groups:
             x = seg.clone()
             x[:, 0] = x[:, 0] + delta[owner[g]]
-            pre = None if prefix is None else _copy_cache(prefix)
+            pre = None if prefix is None else copy_cache(prefix)
             logits = runner.logits_at(x, layer + 1, lengths[g] - 1 - p, prefix=pre)
             lp = logits.float().log_softmax(-1)
             gaps = gaps.index_put((g,), lp[:, she] - lp[:, he])
@@ -232,16 +226,6 @@ def optimise_targets(model, v: Versions, layer: int, *, steps: int = 40, lr: flo
 
         warnings.warn(message, stacklevel=2)
     return (h0 + delta.detach()).double(), report
-
-
-def _copy_cache(cache):
-    """A fresh cache with the same keys/values (a forward appends to the one it is given)."""
-    from transformers import DynamicCache
-
-    out = DynamicCache()
-    for i, layer in enumerate(cache.layers):
-        out.update(layer.keys, layer.values, i)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

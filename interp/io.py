@@ -10,22 +10,6 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "w"):
-    """Open a temporary file beside `path`; move it over `path` only when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path` for a writer that wants a file name; it becomes
     `path` when the block succeeds."""
@@ -40,6 +24,13 @@ def atomic_path(path: str | Path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w"):
+    """Open a temporary file beside `path`; move it over `path` only when the block succeeds."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 @contextlib.contextmanager

@@ -80,6 +80,18 @@ class Runner:
         return torch.nn.functional.linear(h, self.unembed.weight[ids], bias).float()
 
 
+def capture(names):
+    """Hooks that store each named activation (detached): returns (store, [(name, hook)])."""
+    store = {}
+
+    def saver(name):
+        def save(act, hook):
+            store[name] = act.detach()
+        return save
+
+    return store, [(n, saver(n)) for n in names]
+
+
 @contextlib.contextmanager
 def frozen(model):
     """Weights that take no gradient, for backward passes that only want activation gradients
@@ -101,4 +113,14 @@ def kv_prefix(cache, rows: torch.Tensor, length: int):
     out = DynamicCache()
     for i, layer in enumerate(cache.layers):
         out.update(layer.keys[rows, :, :length], layer.values[rows, :, :length], i)
+    return out
+
+
+def copy_cache(cache):
+    """A fresh cache over the same keys/values: a forward appends to the cache it is given."""
+    from transformers import DynamicCache
+
+    out = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        out.update(layer.keys, layer.values, i)
     return out

@@ -109,7 +109,7 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
     sums = {l: torch.zeros((d, d), dtype=torch.float64) for l in todo}
     count = 0
     pad = model.tokenizer.pad_token_id or 0
-    from .runner import Runner
+    from .runner import Runner, capture
 
     runner = Runner(model)
     seqs = sorted(seqs, key=len)
@@ -122,18 +122,11 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
         for i, s in enumerate(batch):
             ids[i, : len(s)] = torch.tensor(s)
             mask[i, : len(s)] = True
-        keys = {}
-
-        def saver(layer):
-            def save(act, hook):
-                keys[layer] = act.detach()
-            return save
-
-        hooks = [(model.arch.hook("mlp_key", l), saver(l)) for l in todo]
+        keys, hooks = capture([model.arch.hook("mlp_key", l) for l in todo])
         with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
             runner.final_hidden(runner.embed(ids), 0, stop=max(todo) + 1)
         for l in todo:
-            k = keys[l][mask].double()
+            k = keys[model.arch.hook("mlp_key", l)][mask].double()
             sums[l] += k.T @ k
         count += int(mask.sum())
     for l in todo:

@@ -24,7 +24,7 @@ from . import corruption as C
 from .errors import InterpError
 from .metrics import Candidates
 from .prompts import PromptSet, from_jsonl
-from .runner import Runner, frozen, kv_prefix
+from .runner import Runner, capture, frozen, kv_prefix
 
 KINDS = ("resid", "mlp", "attn", "head")
 WINDOWED = ("mlp", "attn")
@@ -183,18 +183,6 @@ def _pad_stack(tensors: Sequence[torch.Tensor], width: int) -> torch.Tensor:
     return out
 
 
-def _capture(bridge, names):
-    """Hooks that store each named activation (detached) into a dict."""
-    store = {}
-
-    def saver(name):
-        def save(act, hook):
-            store[name] = act.detach()
-        return save
-
-    return store, [(n, saver(n)) for n in names]
-
-
 # ---------------------------------------------------------------------------------------------
 # The exact engine
 
@@ -212,7 +200,7 @@ class ExactEngine:
         return self.arch.hook(HOOK_OF[kind], layer)
 
     def _run_cached(self, resid0: torch.Tensor, last: torch.Tensor, names):
-        store, hooks = _capture(self.model.bridge, names)
+        store, hooks = capture(names)
         with self.model.bridge.hooks(fwd_hooks=hooks):
             logits = self.runner.logits_at(resid0, 0, last, select=self.metric.tokens)
         return self.metric(logits), store
@@ -258,8 +246,7 @@ class ExactEngine:
             row_prompt.extend([j] * s)
         row_prompt = torch.tensor(row_prompt, device=device)
         corrupt0 = _pad_stack(corrupt_list, width)
-        store, hooks = _capture(self.model.bridge,
-                                [self.arch.hook("resid", l) for l in range(self.L)])
+        store, hooks = capture([self.arch.hook("resid", l) for l in range(self.L)])
         with self.model.bridge.hooks(fwd_hooks=hooks):
             hidden, c_kv = self.runner.final_hidden(corrupt0, 0, keep_cache=True)
         c_metric = self.metric(self.runner.unembed_at(hidden, last[row_prompt],
