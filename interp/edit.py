@@ -39,8 +39,9 @@ class EditError(InterpError):
 class Versions:
     ids: list[list[int]]
     subject_last: list[int]
-    prompt: list[int]  # index of the edit prompt each version belongs to
+    prompt: list[int]  # index of the subject (one key and one target each) of every version
     prefixes: list[str]
+    subjects: list[str]
 
 
 def generated_prefixes(model, n: int, length: int, seed: int) -> list[str]:
@@ -63,8 +64,14 @@ def generated_prefixes(model, n: int, length: int, seed: int) -> list[str]:
 
 
 def versions(model, prompts: PromptSet, prefixes: Sequence[str]) -> Versions:
+    """Every prompt bare and behind each prefix. Versions are grouped by subject: the subject's
+    last token reads only the text before it, so one key (and one target) serves all of a
+    subject's templates, and its target must balance them all."""
+    subjects = prompts.subjects()
+    index = {s: i for i, s in enumerate(subjects)}
     ids, last, owner = [], [], []
-    for i, p in enumerate(prompts):
+    for p in prompts:
+        i = index[p.subject]
         start = p.text.find(p.subject)
         for prefix in ["", *prefixes]:
             joint = f"{prefix}. {p.text}" if prefix else p.text
@@ -75,7 +82,7 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str]) -> Versions:
             ids.append(list(v.input_ids))
             last.append(v.subject_last)
             owner.append(i)
-    return Versions(ids, last, owner, list(prefixes))
+    return Versions(ids, last, owner, list(prefixes), subjects)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,6 +409,7 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
         "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
         "lam": lam, "seed": seed, "prefixes": prefixes, "n_prompts": len(prompts),
         "prompts": [{"text": p.text, "subject": p.subject} for p in prompts],
+        "subjects": v.subjects,
         "targets": target_report, "stats_tokens": stats_tokens,
         "corpus": "neutral+samples" if corpus is None else "user",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

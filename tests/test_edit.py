@@ -68,10 +68,12 @@ def test_lsdm_returns_an_unapplied_low_rank_edit(tiny_llama, tiny_edit):
     edit, ps = tiny_edit
     assert edit.layers == [0, 1]
     assert edit.meta["fingerprint"] == tiny_llama.fingerprint()  # the model is left as it was
+    n_subjects = len(ps.subjects())  # one key and one target per subject
+    assert n_subjects < len(ps)
     for layer in edit.layers:
         U, V = edit.updates[layer]
-        assert U.shape == (tiny_llama.arch.d_model, len(ps))
-        assert V.shape == (tiny_llama.arch.d_mlp, len(ps))
+        assert U.shape == (tiny_llama.arch.d_model, n_subjects)
+        assert V.shape == (tiny_llama.arch.d_mlp, n_subjects)
 
 
 def test_apply_and_revert_are_bit_exact(tiny_llama, tiny_edit):
