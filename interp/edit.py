@@ -378,7 +378,6 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
     fingerprint = model.fingerprint()
     prefixes = generated_prefixes(model, n_prefixes, prefix_len, seed)
     v = versions(model, prompts, prefixes)
-    C = {}
     from .stats import key_second_moments
 
     C = key_second_moments(model, layers, corpus=corpus, n_tokens=stats_tokens, seed=seed,

@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import EmptyPromptSetError
+from .runner import Runner
 
 
 @torch.no_grad()
@@ -21,33 +22,27 @@ def last_token_logprobs(
 ) -> torch.Tensor:
     """Log-probabilities of the next token after each sequence, shape (n, vocab) or (n, len(select)).
 
-    Sequences are sorted by length and right-padded, so padding never shifts a real token's
-    position; the unembedding runs only at each sequence's last token, the one the metric reads.
+    Sequences are sorted by length and right-padded: causal attention keeps the padding out of
+    every real position; the unembedding runs only at each sequence's last token.
     """
     if len(token_ids) == 0:
         raise EmptyPromptSetError("no prompts to run: the prompt set is empty")
-    hf = model.hf
-    body, unembed = hf.base_model, hf.get_output_embeddings()
+    runner = Runner(model)
     device = model.device
     pad = model.tokenizer.pad_token_id or 0
     order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
-    select_t = None if select is None else torch.as_tensor(list(select), device=device)
     out: list[torch.Tensor | None] = [None] * len(token_ids)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     show = progress if progress is not None else len(batches) > 4
     for batch in tqdm(batches, desc="forward", unit="batch", disable=not show, leave=False):
         lengths = torch.tensor([len(token_ids[i]) for i in batch], device=device)
-        width = int(lengths.max())
-        ids = torch.full((len(batch), width), pad, dtype=torch.long, device=device)
-        mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+        ids = torch.full((len(batch), int(lengths.max())), pad, dtype=torch.long, device=device)
         for row, i in enumerate(batch):
             ids[row, : lengths[row]] = torch.as_tensor(token_ids[i], device=device)
-            mask[row, : lengths[row]] = 1
-        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
-        last = hidden[torch.arange(len(batch), device=device), lengths - 1]
-        logprobs = unembed(last).float().log_softmax(-1)
-        if select_t is not None:
-            logprobs = logprobs[:, select_t]
+        logits = runner.logits_at(runner.embed(ids), 0, lengths - 1)
+        logprobs = logits.log_softmax(-1)
+        if select is not None:
+            logprobs = logprobs[:, list(select)]
         for row, i in enumerate(batch):
             out[i] = logprobs[row].cpu()
     return torch.stack(out)
