@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .errors import InterpError
 from .metrics import Candidates
 from .prompts import PromptSet, tokenize_prompt
-from .runner import Runner, capture
+from .runner import Runner, capture, pad_ids
 
 
 class EditError(InterpError):
@@ -89,15 +89,6 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str]) -> Versions:
 # Reading keys and outputs at the subject's last token
 
 
-def _pad(model, seqs):
-    width = max(map(len, seqs))
-    pad = model.tokenizer.pad_token_id or 0
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=model.device)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-    return ids
-
-
 @torch.no_grad()
 def read_at_subject(model, v: Versions, names: Sequence[str], *, stop: int | None = None,
                     batch_size: int = 64) -> dict[str, torch.Tensor]:
@@ -109,7 +100,7 @@ def read_at_subject(model, v: Versions, names: Sequence[str], *, stop: int | Non
         seqs = v.ids[b: b + batch_size]
         store, hooks = capture(names)
         with model.bridge.hooks(fwd_hooks=hooks):
-            runner.final_hidden(runner.embed(_pad(model, seqs)), 0, stop=stop)
+            runner.final_hidden(runner.embed(pad_ids(model, seqs)), 0, stop=stop)
         pos = torch.tensor(v.subject_last[b: b + batch_size], device=model.device)
         r = torch.arange(len(seqs), device=model.device)
         for n in names:
@@ -158,7 +149,7 @@ def optimise_targets(model, v: Versions, layer: int, *, steps: int = 40, lr: flo
     he, she = cands.ids["male"], cands.ids["female"]
     name = model.arch.hook("resid_post", layer)
     dev = model.device
-    ids = _pad(model, v.ids)
+    ids = pad_ids(model, v.ids)
     lengths = torch.tensor([len(s) for s in v.ids], device=dev)
     subj = torch.tensor(v.subject_last, device=dev)
     owner = torch.tensor(v.prompt, device=dev)

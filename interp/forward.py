@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import EmptyPromptSetError
-from .runner import Runner
+from .runner import Runner, pad_ids
 
 
 @torch.no_grad()
@@ -28,17 +28,13 @@ def last_token_logprobs(
     if len(token_ids) == 0:
         raise EmptyPromptSetError("no prompts to run: the prompt set is empty")
     runner = Runner(model)
-    device = model.device
-    pad = model.tokenizer.pad_token_id or 0
     order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
     out: list[torch.Tensor | None] = [None] * len(token_ids)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     show = progress if progress is not None else len(batches) > 4
     for batch in tqdm(batches, desc="forward", unit="batch", disable=not show, leave=False):
-        lengths = torch.tensor([len(token_ids[i]) for i in batch], device=device)
-        ids = torch.full((len(batch), int(lengths.max())), pad, dtype=torch.long, device=device)
-        for row, i in enumerate(batch):
-            ids[row, : lengths[row]] = torch.as_tensor(token_ids[i], device=device)
+        lengths = torch.tensor([len(token_ids[i]) for i in batch], device=model.device)
+        ids = pad_ids(model, [token_ids[i] for i in batch])
         logits = runner.logits_at(runner.embed(ids), 0, lengths - 1)
         logprobs = logits.log_softmax(-1)
         if select is not None:

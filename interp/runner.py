@@ -80,6 +80,16 @@ class Runner:
         return torch.nn.functional.linear(h, self.unembed.weight[ids], bias).float()
 
 
+def pad_ids(model, seqs) -> torch.Tensor:
+    """Right-padded token ids (rows, longest); causal attention keeps padding out of real tokens."""
+    width = max(map(len, seqs))
+    pad = model.tokenizer.pad_token_id or 0
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=model.device)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(list(s), device=model.device)
+    return ids
+
+
 def capture(names):
     """Hooks that store each named activation (detached): returns (store, [(name, hook)])."""
     store = {}

@@ -108,20 +108,16 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
     d = model.arch.d_mlp
     sums = {l: torch.zeros((d, d), dtype=torch.float64) for l in todo}
     count = 0
-    pad = model.tokenizer.pad_token_id or 0
-    from .runner import Runner, capture
+    from .runner import Runner, capture, pad_ids
 
     runner = Runner(model)
     seqs = sorted(seqs, key=len)
     batches = [seqs[i: i + batch_size] for i in range(0, len(seqs), batch_size)]
     show = progress if progress is not None else len(batches) > 4
     for batch in tqdm(batches, desc="key statistics", unit="batch", disable=not show, leave=False):
-        width = max(map(len, batch))
-        ids = torch.full((len(batch), width), pad, dtype=torch.long, device=model.device)
-        mask = torch.zeros((len(batch), width), dtype=torch.bool, device=model.device)
-        for i, s in enumerate(batch):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = True
+        ids = pad_ids(model, batch)
+        lengths = torch.tensor([len(s) for s in batch], device=model.device)
+        mask = torch.arange(ids.shape[1], device=model.device) < lengths.unsqueeze(1)
         keys, hooks = capture([model.arch.hook("mlp_key", l) for l in todo])
         with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
             runner.final_hidden(runner.embed(ids), 0, stop=max(todo) + 1)

@@ -29,7 +29,6 @@ from .runner import Runner, capture, frozen, kv_prefix
 KINDS = ("resid", "mlp", "attn", "head")
 WINDOWED = ("mlp", "attn")
 METHODS = ("exact", "attribution")
-HOOK_OF = {"resid": "resid", "mlp": "mlp", "attn": "attn", "head": "head"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +175,19 @@ def prepare_inputs(model, prompts, corr, seed: int) -> Inputs:
     return Inputs(list(prompts), clean, corrupt, first, texts)
 
 
+def corrupted_rows(inputs: Inputs, chunk, width: int):
+    """The corrupted runs of a chunk of prompts, one row per prompt and sample: the padded
+    streams (rows, width, d), each row's local prompt index, and each prompt's row indices."""
+    rows_of, streams, row_prompt = [], [], []
+    for j, i in enumerate(chunk):
+        s = inputs.corrupt[i].shape[0]
+        rows_of.append(list(range(len(row_prompt), len(row_prompt) + s)))
+        streams.extend(inputs.corrupt[i])
+        row_prompt.extend([j] * s)
+    device = inputs.corrupt[chunk[0]].device
+    return _pad_stack(streams, width), torch.tensor(row_prompt, device=device), rows_of
+
+
 def _pad_stack(tensors: Sequence[torch.Tensor], width: int) -> torch.Tensor:
     out = tensors[0].new_zeros((len(tensors), width, *tensors[0].shape[1:]))
     for i, t in enumerate(tensors):
@@ -197,7 +209,7 @@ class ExactEngine:
         self.L = model.arch.n_layers
 
     def _hook(self, kind: str, layer: int) -> str:
-        return self.arch.hook(HOOK_OF[kind], layer)
+        return self.arch.hook(kind, layer)
 
     def _run_cached(self, resid0: torch.Tensor, last: torch.Tensor, names):
         store, hooks = capture(names)
@@ -238,14 +250,7 @@ class ExactEngine:
 
         # Corrupted runs, one row per prompt and sample: their residual streams are where the
         # patched runs start, their keys/values stand in for the positions a patch cannot reach.
-        rows_of, corrupt_list, row_prompt = [], [], []
-        for j, i in enumerate(chunk):
-            s = inputs.corrupt[i].shape[0]
-            rows_of.append(list(range(len(row_prompt), len(row_prompt) + s)))
-            corrupt_list.extend(inputs.corrupt[i])
-            row_prompt.extend([j] * s)
-        row_prompt = torch.tensor(row_prompt, device=device)
-        corrupt0 = _pad_stack(corrupt_list, width)
+        corrupt0, row_prompt, rows_of = corrupted_rows(inputs, chunk, width)
         store, hooks = capture([self.arch.hook("resid", l) for l in range(self.L)])
         with self.model.bridge.hooks(fwd_hooks=hooks):
             hidden, c_kv = self.runner.final_hidden(corrupt0, 0, keep_cache=True)
@@ -364,11 +369,8 @@ class AttributionEngine(ExactEngine):
             m, clean_cache = self._run_cached(clean0, last, names)
         clean_m[chunk] = m.double().cpu().numpy()
 
-        corrupt_list, row_prompt = [], []
-        for j, i in enumerate(chunk):
-            corrupt_list.extend(inputs.corrupt[i])
-            row_prompt.extend([j] * inputs.corrupt[i].shape[0])
-        row_prompt_t = torch.tensor(row_prompt, device=device)
+        corrupt0, row_prompt_t, _ = corrupted_rows(inputs, chunk, width)
+        row_prompt = row_prompt_t.cpu().numpy()
         acts = {}
 
         def keeper(name):
@@ -380,13 +382,12 @@ class AttributionEngine(ExactEngine):
 
         with torch.enable_grad(), frozen(self.model), \
                 self.model.bridge.hooks(fwd_hooks=[(n, keeper(n)) for n in names]):
-            corrupt0 = _pad_stack(corrupt_list, width).requires_grad_(True)
+            corrupt0.requires_grad_(True)
             m = self.runner.logits_at(corrupt0, 0, last[row_prompt_t],
                                       select=self.metric.tokens)
             m = self.metric(m)
             m.sum().backward()
         m = m.detach().double().cpu().numpy()
-        row_prompt = np.asarray(row_prompt)
         for j, i in enumerate(chunk):
             corrupt_m[i] = m[row_prompt == j].mean()
 
