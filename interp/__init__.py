@@ -15,9 +15,15 @@ from .models import Model, load_model
 from .prompts import Prompt, PromptSet
 from .result import TraceComparison, TraceResult
 from .trace import TraceSpec, trace
+from .edit import Edit, EditError, lsdm
+from .evaluate import EvalReport, evaluate
+from .verify import Verification, verify
+from .export import ExportResult, export
+from . import capability, suites
 
 __all__ = [
-    "Architecture", "BiasReport", "EmptyPromptSetError", "InterpError", "Model", "ModelLoadError",
+    "Architecture", "BiasReport", "Edit", "EditError", "EvalReport", "ExportResult",
+    "Verification", "capability", "evaluate", "export", "lsdm", "suites", "verify", "EmptyPromptSetError", "InterpError", "Model", "ModelLoadError",
     "Prompt", "PromptSet", "TemplateError", "TokenizationError", "UnsupportedArchitectureError",
     "TraceComparison", "TraceResult", "TraceSpec", "bias", "load_model", "metrics", "prompts",
     "trace",

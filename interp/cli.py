@@ -1,4 +1,4 @@
-"""Command line: `interp bias`, `interp info`, `interp demo`."""
+"""Command line: `interp info|bias|trace|edit|evaluate|export|sweep|demo`."""
 
 from __future__ import annotations
 
@@ -174,6 +174,130 @@ def trace(
         typer.echo(f"\nsuggested MLP layers to edit: {result.suggest_layers('mlp')}")
     typer.echo(f"\nwrote {out}/ (cells.csv, prompts.json, spec.json, "
                f"{', '.join(p.name for p in written)})")
+
+
+def _suite_files(winobias, winogender, crows_pairs, stereoset) -> dict:
+    given = {"winobias": winobias, "winogender": winogender, "crows_pairs": crows_pairs,
+             "stereoset": stereoset}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+FileOpt = {name: typer.Option(None, help=f"{label} file or folder to score as well.")
+           for name, label in (("winobias", "WinoBias"), ("winogender", "WinoGender"),
+                               ("crows_pairs", "CrowS-Pairs"), ("stereoset", "StereoSet dev.json"))}
+
+
+@app.command()
+def evaluate(
+    model: Optional[str] = ModelOpt,
+    suites: str = typer.Option("occupations,definitional,facts,perplexity",
+                               help="Comma list of occupations, definitional, facts, perplexity."),
+    edit: Optional[Path] = typer.Option(None, help="An edit file: evaluate before and after it."),
+    winobias: Optional[Path] = FileOpt["winobias"],
+    winogender: Optional[Path] = FileOpt["winogender"],
+    crows_pairs: Optional[Path] = FileOpt["crows_pairs"],
+    stereoset: Optional[Path] = FileOpt["stereoset"],
+    out: Optional[Path] = typer.Option(None, help="Directory to save the report(s)."),
+):
+    """Bias and capability suites, each number with its 95% interval."""
+    from . import evaluate as run_eval
+    from .capability import next_token_logprobs
+    from .errors import InterpError
+
+    m = _load(model)
+    names = [s.strip() for s in suites.split(",") if s.strip()]
+    files = _suite_files(winobias, winogender, crows_pairs, stereoset)
+    try:
+        before = run_eval(m, names, files=files, progress=True)
+        if edit is None:
+            typer.echo(before.table())
+            if out:
+                before.save(out)
+            return
+        from .edit import Edit
+        from .evaluate import comparison_table
+
+        e = Edit.load(edit)
+        reference = next_token_logprobs(m)
+        with e.applied(m):
+            after = run_eval(m, [*names, "kl"], files=files, reference=reference, progress=True)
+    except InterpError as e:
+        _fail(str(e))
+    typer.echo(comparison_table(before, after))
+    if out:
+        before.save(out / "before")
+        after.save(out / "after")
+
+
+@app.command()
+def edit(
+    model: Optional[str] = ModelOpt,
+    prompts: str = typer.Option("train", "--prompts", "-p",
+                                help="Prompts to debias: train, all, or a JSONL file."),
+    layers: Optional[str] = typer.Option(None, help="Comma list of MLP layers; default: trace "
+                                                    "and take the suggested band."),
+    lam: float = typer.Option(None, help="Weight of the preservation statistics (λ)."),
+    templates: Optional[int] = typer.Option(None, help="Use only the first N built-in templates."),
+    seed: int = typer.Option(0, help="Seed of prefixes, statistics samples and the trace."),
+    out: Path = typer.Option(Path("runs/edit"), help="Output directory."),
+    verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
+):
+    """Fit an LSDM edit (a closed-form update of the located MLP weights) and save it."""
+    from . import lsdm, trace as run_trace, verify as run_verify
+    from .errors import InterpError
+
+    m = _load(model)
+    sets = build_prompt_sets(m, prompts, templates)
+    if len(sets) != 1:
+        _fail("edit takes one prompt set")
+    ps = next(iter(sets.values()))
+    kw = {} if lam is None else {"lam": lam}
+    try:
+        located = None
+        chosen = [int(x) for x in layers.split(",")] if layers else None
+        if chosen is None or verify:
+            typer.echo("tracing the edit prompts to locate the MLP layers ...", err=True)
+            located = run_trace(m, pick(ps, 60, seed), kinds=("mlp", "attn"), seed=seed,
+                                progress=True)
+            chosen = chosen or located.suggest_layers("mlp")
+        typer.echo(f"fitting LSDM on {len(ps)} prompts, layers {chosen} ...", err=True)
+        e = lsdm(m, ps, layers=chosen, seed=seed, progress=True, **kw)
+    except InterpError as err:
+        _fail(str(err))
+    out.mkdir(parents=True, exist_ok=True)
+    e.save(out / "edit.safetensors")
+    typer.echo(repr(e))
+    typer.echo(f"targets: {e.meta['targets']}")
+    typer.echo(f"wrote {out / 'edit.safetensors'}")
+    if verify:
+        v = run_verify(m, e, located, progress=True)
+        v.save(out / "verification")
+        save_figure(v.plot(), out / "verification" / "trace_difference")
+        typer.echo("")
+        typer.echo(v.table())
+
+
+@app.command("export")
+def export_cmd(
+    out: Path = typer.Argument(..., help="Output directory (hf) or file (safetensors, gguf)."),
+    model: Optional[str] = ModelOpt,
+    format: str = typer.Option("hf", help="hf, safetensors or gguf."),
+    dtype: str = typer.Option("f32", help="f32 or f16; gguf also q8_0."),
+    edit: Optional[Path] = typer.Option(None, help="An edit file to apply before exporting."),
+    verify: bool = typer.Option(True, help="Reload in a fresh process and compare logits."),
+):
+    """Export a (possibly edited) model; the export is reloaded and checked against it."""
+    from .edit import Edit
+    from .errors import InterpError
+    from .export import export
+
+    m = _load(model)
+    try:
+        r = export(m, out, format, dtype=dtype, edit=Edit.load(edit) if edit else None,
+                   verify=verify)
+    except InterpError as e:
+        _fail(str(e))
+    typer.echo(r.summary())
 
 
 @app.command()

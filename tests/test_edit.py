@@ -59,7 +59,7 @@ def test_ill_conditioned_statistics_are_a_clear_error():
 @pytest.fixture(scope="module")
 def tiny_edit(tiny_llama):
     ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:2])[:12]
-    edit = lsdm(tiny_llama, ps, layers=[0, 1], n_prefixes=2, prefix_len=4, steps=60, lr=0.05,
+    edit = lsdm(tiny_llama, ps, layers=[0, 1], n_prefixes=2, prefix_len=4, iters=6,
                 stats_tokens=1500, strict=False, progress=False)
     return edit, ps
 
@@ -123,5 +123,5 @@ def test_bad_edit_input_is_a_clear_error(tiny_llama):
     with pytest.raises(interp.EmptyPromptSetError):
         lsdm(tiny_llama, interp.PromptSet([]), layers=[0])
     with pytest.raises(EditError, match="did not converge"):
-        lsdm(tiny_llama, ps, layers=[0], n_prefixes=0, steps=1, lr=1e-6, tol=1e-4,
+        lsdm(tiny_llama, ps, layers=[0], n_prefixes=0, iters=1, tol=1e-6,
              stats_tokens=500)
