@@ -19,11 +19,12 @@ from .edit import Edit, EditError, lsdm
 from .evaluate import EvalReport, evaluate
 from .verify import Verification, verify
 from .export import ExportResult, export
+from .sweep import SweepResult, run_sweep
 from . import capability, suites
 
 __all__ = [
     "Architecture", "BiasReport", "Edit", "EditError", "EvalReport", "ExportResult",
-    "Verification", "capability", "evaluate", "export", "lsdm", "suites", "verify", "EmptyPromptSetError", "InterpError", "Model", "ModelLoadError",
+    "SweepResult", "Verification", "capability", "run_sweep", "evaluate", "export", "lsdm", "suites", "verify", "EmptyPromptSetError", "InterpError", "Model", "ModelLoadError",
     "Prompt", "PromptSet", "TemplateError", "TokenizationError", "UnsupportedArchitectureError",
     "TraceComparison", "TraceResult", "TraceSpec", "bias", "load_model", "metrics", "prompts",
     "trace",

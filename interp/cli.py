@@ -301,29 +301,81 @@ def export_cmd(
 
 
 @app.command()
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Where results go."),
-    figures: Path = typer.Option(Path("figures"), help="Where figures go."),
+def sweep(
+    config: Path = typer.Argument(..., help="TOML file: model, prompt sets, trace and edit grids "
+                                            "(see configs/sweep_example.toml)."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default: the config's "
+                                                  "`out`)."),
 ):
-    """The main job on the bundled model: its bias on train and test occupations and the
-    definitional set."""
-    from . import bias as measure_bias
+    """Run a grid of traces and LSDM edits from a TOML file; a rerun resumes where it stopped."""
+    from .errors import InterpError
+    from .sweep import run_sweep
+
+    try:
+        result = run_sweep(config, out, progress=True)
+    except InterpError as e:
+        _fail(str(e))
+    typer.echo(result.summary())
+    typer.echo(f"\nwrote {result.out}/ (results.csv, cells/<id>/, baseline.json, config.toml)")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Where results and exports go."),
+    figures: Path = typer.Option(Path("figures"), help="Where figures go."),
+    trace_prompts: int = typer.Option(30, help="Train prompts to trace (seeded sample)."),
+    export_gguf: bool = typer.Option(True, help="Also export the edited model as GGUF."),
+):
+    """The whole loop on the bundled model: trace the train occupations, pick the MLP layers,
+    fit LSDM, re-trace and evaluate before/after, export, and write figures and a report."""
+    from . import lsdm, trace as run_trace, verify as run_verify
+    from . import prompts as P
+    from .edit import EDIT_TEMPLATES
+    from .export import export
+    from .report import demo_report
 
     start = time.time()
-    typer.echo("Loading the bundled SmolLM2-135M-Instruct ...")
+    steps = {}
+
+    def step(name):
+        steps[name] = time.time()
+        typer.secho(f"\n[{time.time() - start:5.0f} s] {name}", bold=True, err=True)
+
+    step("load the bundled SmolLM2-135M-Instruct")
     m = _load(None)
     typer.echo(repr(m))
-    sets = build_prompt_sets(m, "train,test,definitional")
-    for ps in sets.values():
-        typer.echo(f"  {ps!r}")
-    report = measure_bias(m, sets)
-    typer.echo("\nBias before any edit (gap = p(he) − p(she)):\n")
-    typer.echo(report.table())
-    report.save(out / "bias")
-    figures.mkdir(parents=True, exist_ok=True)
-    report.plot().write_html(figures / "bias_before.html", include_plotlyjs="cdn")
-    typer.echo(f"\nwrote {out / 'bias'}/ and {figures / 'bias_before.html'} "
-               f"in {time.time() - start:.0f} s")
+    train = P.professions(m, "train", templates=EDIT_TEMPLATES)
+    to_trace = pick(P.professions(m, "train", templates=P.TEMPLATES[:1]), trace_prompts, 0)
+    step(f"trace {len(to_trace)} train prompts (noise corruption, every layer and token)")
+    located = run_trace(m, to_trace, kinds=("resid", "mlp", "attn"), samples=3, seed=0,
+                        progress=True)
+    layers = located.suggest_layers("mlp")
+    typer.echo(f"strongest MLP band at the last subject token: layers {layers}")
+    step(f"fit LSDM on {len(train.subjects())} train occupations × {len(EDIT_TEMPLATES)} "
+         f"templates, layers {layers}")
+    edit = lsdm(m, train, layers=layers, seed=0, progress=True)
+    out.mkdir(parents=True, exist_ok=True)
+    edit.save(out / "edit.safetensors")
+    typer.echo(repr(edit))
+    step("re-trace with the edit and evaluate before/after (test occupations, definitional, "
+         "facts, perplexity, KL)")
+    v = run_verify(m, edit, located, progress=True)
+    v.save(out / "verification")
+    typer.echo(v.table())
+    step("export the edited model")
+    exports = []
+    with edit.applied(m):
+        exports.append(export(m, out / "export" / "hf", "hf", edit=edit))
+        if export_gguf:
+            exports.append(export(m, out / "export" / "smollm2-135m-debiased.f16.gguf", "gguf",
+                                  dtype="f16", edit=edit))
+    for r in exports:
+        typer.echo(r.summary())
+    step("figures and report")
+    written = demo_report(v, edit, located, exports, out=out, figures=figures,
+                          seconds=time.time() - start, save_figure=save_figure)
+    typer.echo("\n".join(f"wrote {p}" for p in written))
+    typer.echo(f"\ndemo finished in {time.time() - start:.0f} s")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -32,6 +32,14 @@ class Runner:
             x = x + self.body.wpe(torch.arange(input_ids.shape[1], device=input_ids.device))
         return x
 
+    def embed_at(self, input_ids: torch.Tensor, offset: int) -> torch.Tensor:
+        """Like `embed`, for tokens that continue a sequence already `offset` tokens long."""
+        x = self.body.get_input_embeddings()(input_ids)
+        if self.model.arch.family == "gpt2":
+            pos = torch.arange(offset, offset + input_ids.shape[1], device=input_ids.device)
+            x = x + self.body.wpe(pos)
+        return x
+
     @contextlib.contextmanager
     def _blocks_from(self, start: int, stop: int | None = None):
         blocks = getattr(self.body, self.blocks_attr)

@@ -31,25 +31,49 @@ def neutral_text() -> str:
     return resources.files("interp.data").joinpath("neutral.txt").read_text()
 
 
-def sample_text(model, n_tokens: int, *, seed: int = 0, length: int = 96,
-                batch_size: int = 16) -> list[list[int]]:
-    """Token sequences sampled from the model itself (seeded), starting from common openers."""
+def sample_text(model, n_tokens: int, *, seed: int = 0, length: int = 128,
+                batch_size: int = 64, top_k: int = 50) -> list[list[int]]:
+    """Token sequences sampled from the model itself (seeded, top-k), starting from common
+    openers. Our own loop over the Runner with a key/value cache: `generate` through the
+    bridge's wrapped modules is tens of times slower."""
+    from .runner import Runner
+
     tok = model.tokenizer
-    out, produced = [], 0
+    runner = Runner(model)
+    out, produced, b = [], 0, 0
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        b = 0
         while produced < n_tokens:
             starts = [STARTERS[(b * batch_size + i) % len(STARTERS)] for i in range(batch_size)]
             ids = torch.tensor([tok(s)["input_ids"] for s in starts], device=model.device)
-            gen = model.hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                    top_k=50, max_new_tokens=length, min_new_tokens=length,
-                                    pad_token_id=tok.pad_token_id)
-            for row in gen.tolist():
+            rows, cache, x = [ids], None, runner.embed(ids)
+            for _ in range(length):
+                hidden, cache = runner.final_hidden(x, 0, prefix=cache, keep_cache=True)
+                logits = runner.unembed(hidden[:, -1]).float()
+                top = logits.topk(top_k, dim=-1)
+                pick = torch.multinomial(top.values.softmax(-1), 1)
+                nxt = top.indices.gather(1, pick)
+                rows.append(nxt)
+                x = runner.embed_at(nxt, cache.get_seq_length())
+            for row in torch.cat(rows, dim=1).tolist():
                 out.append(row)
                 produced += len(row)
             b += 1
     return out
+
+
+def cached_samples(model, n_tokens: int, seed: int) -> list[list[int]]:
+    """`sample_text`, kept on disk per model fingerprint: sampling costs more than reading the
+    statistics it names, so a cached run must not sample again just to find its cache key."""
+    path = cache_dir() / "samples" / model.fingerprint() / f"seed{seed}-{n_tokens}.pt"
+    if path.exists():
+        return torch.load(path)
+    seqs = sample_text(model, n_tokens, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(seqs, tmp)
+    os.replace(tmp, path)
+    return seqs
 
 
 def corpus_tokens(model, corpus, n_tokens: int, seed: int = 0,
@@ -70,7 +94,7 @@ def corpus_tokens(model, corpus, n_tokens: int, seed: int = 0,
         seqs.extend(ids[i: i + seq_len] for i in range(0, len(ids), seq_len))
     have = sum(map(len, seqs))
     if corpus is None and have < n_tokens:
-        seqs.extend(sample_text(model, n_tokens - have, seed=seed))
+        seqs.extend(cached_samples(model, n_tokens - have, seed))
     if not seqs or sum(map(len, seqs)) == 0:
         raise InterpError("the statistics corpus is empty: pass texts or files with some text")
     kept, count = [], 0

@@ -1,0 +1,118 @@
+"""Edit speed: where an LSDM edit on the bundled model spends its time.
+
+Times, in one process: the key statistics (uncached, then read from the cache), generated
+prefixes and versions, the target optimisation (Gauss-Newton, ours) against the Adam loop it
+replaced (the reference: the same loss on the same rows, run to the same tolerance or its step
+cap), and the least-squares solve over the layers. Then a full `interp.lsdm` call with cached
+statistics, the figure the issue's target is about (< 60 s here).
+
+    python benchmarks/edit_speed.py                      # train occupations, default settings
+    python benchmarks/edit_speed.py --subjects 40 --adam-steps 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+import interp  # noqa: E402
+from interp import edit as E  # noqa: E402
+from interp import prompts as P  # noqa: E402
+from interp.metrics import Candidates  # noqa: E402
+from interp.runner import Runner, copy_cache, frozen, kv_prefix, pad_ids  # noqa: E402
+from interp.stats import key_second_moments  # noqa: E402
+
+
+def adam_targets(model, v, layer, *, steps, lr=1.0, tol=0.1):
+    """The reference: plain Adam on mean (log-odds)² over the same rows, per-subject δ."""
+    runner = Runner(model)
+    c = Candidates.resolve(model)
+    pair = [c.ids["male"], c.ids["female"]]
+    dev = model.device
+    lengths = torch.tensor([len(s) for s in v.ids], device=dev)
+    subj = torch.tensor(v.subject_last, device=dev)
+    owner = torch.tensor(v.prompt, device=dev)
+    store = {}
+    name = model.arch.hook("resid_post", layer)
+    with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(name, lambda a, hook: store.update(h=a))]):
+        _, cache = runner.final_hidden(runner.embed(pad_ids(model, v.ids)), 0, keep_cache=True)
+    start = store["h"]
+    n = int(owner.max()) + 1
+    groups = []
+    for p in sorted(set(v.subject_last)):
+        g = (subj == p).nonzero().squeeze(1)
+        groups.append((p, g, start[g, p:int(lengths[g].max())],
+                       kv_prefix(cache, g, p) if p else None))
+    delta = torch.zeros((n, start.shape[-1]), requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=lr)
+    for step in range(steps):
+        opt.zero_grad()
+        gaps = []
+        with torch.enable_grad(), frozen(model):
+            for p, g, seg, prefix in groups:
+                x = seg.clone()
+                x[:, 0] = x[:, 0] + delta[owner[g]]
+                lo = runner.logits_at(x, layer + 1, lengths[g] - 1 - p,
+                                      prefix=None if prefix is None else copy_cache(prefix),
+                                      select=pair)
+                gaps.append(lo[:, 1] - lo[:, 0])
+            gaps = torch.cat(gaps)
+            if float(gaps.abs().mean()) < tol / 2:
+                break
+            (gaps ** 2).mean().backward()
+        opt.step()
+    return float(gaps.detach().abs().mean()), step
+
+
+def timed(label, fn):
+    t = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t
+    print(f"{label:<44}{dt:8.1f} s")
+    return out, dt
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--subjects", type=int, default=0, help="Use the first N train subjects.")
+    ap.add_argument("--adam-steps", type=int, default=40)
+    ap.add_argument("--layers", default="0,1,2,3,4")
+    args = ap.parse_args()
+    os.environ["INTERP_CACHE"] = tempfile.mkdtemp(prefix="interp-bench-")
+    layers = [int(x) for x in args.layers.split(",")]
+    model = interp.load_model()
+    prompts = P.professions(model, "train", templates=E.EDIT_TEMPLATES)
+    if args.subjects:
+        keep = set(prompts.subjects()[: args.subjects])
+        prompts = prompts.filter(lambda p: p.subject in keep)
+    print(f"{model!r}\n{len(prompts)} edit prompts, {len(prompts.subjects())} subjects, "
+          f"layers {layers}, torch threads {torch.get_num_threads()}\n")
+    timed("key statistics (uncached)", lambda: key_second_moments(model, layers, progress=False))
+    C, _ = timed("key statistics (cached)", lambda: key_second_moments(model, layers,
+                                                                          progress=False))
+    prefixes, _ = timed("prefixes and versions", lambda: E.generated_prefixes(model, 1, 8, 0))
+    v = E.versions(model, prompts, prefixes)
+    print(f"  {len(v.ids)} rows (subjects × templates × versions)")
+    (targets, rep), t_gn = timed("targets: Gauss-Newton (interp)",
+                                 lambda: E.optimise_targets(model, v, max(layers), strict=False,
+                                                            progress=False))
+    print(f"  |log-odds| {rep['abs_logodds_before']:.3f} -> {rep['abs_logodds_after']:.3f} "
+          f"in {rep['iterations']} iterations")
+    (adam_gap, steps), t_adam = timed("targets: Adam (reference)",
+                                      lambda: adam_targets(model, v, max(layers),
+                                                           steps=args.adam_steps))
+    print(f"  |log-odds| -> {adam_gap:.3f} in {steps + 1} steps")
+    print(f"  Gauss-Newton is {t_adam / t_gn:.1f}x faster")
+    _, t_full = timed("interp.lsdm, statistics cached", lambda: interp.lsdm(
+        model, prompts, layers=layers, strict=False, progress=False))
+    print(f"\nfull edit with cached statistics: {t_full:.1f} s (target: under 60 s)")
+
+
+if __name__ == "__main__":
+    main()
