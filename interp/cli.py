@@ -325,6 +325,8 @@ def demo(
     figures: Path = typer.Option(Path("figures"), help="Where figures go."),
     trace_prompts: int = typer.Option(30, help="Train prompts to trace (seeded sample)."),
     export_gguf: bool = typer.Option(True, help="Also export the edited model as GGUF."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Another model than the "
+                                        "bundled one (tiny-llama runs every step in seconds)."),
 ):
     """The whole loop on the bundled model: trace the train occupations, pick the MLP layers,
     fit LSDM, re-trace and evaluate before/after, export, and write figures and a report."""
@@ -341,8 +343,8 @@ def demo(
         steps[name] = time.time()
         typer.secho(f"\n[{time.time() - start:5.0f} s] {name}", bold=True, err=True)
 
-    step("load the bundled SmolLM2-135M-Instruct")
-    m = _load(None)
+    step(f"load {model or 'the bundled SmolLM2-135M-Instruct'}")
+    m = _load(model)
     typer.echo(repr(m))
     train = P.professions(m, "train", templates=EDIT_TEMPLATES)
     to_trace = pick(P.professions(m, "train", templates=P.TEMPLATES[:1]), trace_prompts, 0)

@@ -31,6 +31,12 @@ class EditError(InterpError):
     """An edit cannot be fitted or applied as asked."""
 
 
+# The templates an edit is fitted on by default: three contexts before the subject (so its key
+# is seen after "The" and after a clause) and continuations that lean he or she differently.
+EDIT_TEMPLATES = ("The {} said that", "After the meeting, the {} said that",
+                  "The {} smiled because")
+
+
 # ---------------------------------------------------------------------------------------------
 # Prompts in context: the bare prompt and a few generated prefixes before it
 
@@ -351,8 +357,8 @@ class Edit:
 # The editor
 
 
-def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam: float = 1000.0,
-         n_prefixes: int = 2, prefix_len: int = 8, iters: int = 6, clamp_norm: float = 1.5,
+def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam: float = 10.0,
+         n_prefixes: int = 1, prefix_len: int = 8, iters: int = 6, clamp_norm: float = 1.5,
          tol: float = 0.1,
          stats_tokens: int = 20000, corpus=None, seed: int = 0, strict: bool = True,
          progress: bool | None = None) -> Edit:

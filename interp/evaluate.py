@@ -62,11 +62,12 @@ class EvalReport:
 
     def compare(self, after: "EvalReport") -> pd.DataFrame:
         """Before (self) vs after: both values, the change, the relative change, and whether the
-        value moved toward the metric's ideal."""
+        value moved toward the metric's ideal. Numbers only the after report has (the KL to the
+        unedited model) come with an empty before."""
         keys = ["suite", "metric"]
         a = self.frame[keys + ["value", "ci_low", "ci_high"]]
         b = after.frame[keys + ["value", "ci_low", "ci_high"]]
-        m = a.merge(b, on=keys, suffixes=("_before", "_after"))
+        m = a.merge(b, on=keys, how="right", suffixes=("_before", "_after"))
         m = m.rename(columns={"value_before": "before", "value_after": "after"})
         m["change"] = m["after"] - m["before"]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -108,13 +109,15 @@ def comparison_table(before: EvalReport, after: EvalReport) -> str:
         "suite": m.suite, "metric": m.metric,
         "before": [_show(*x) for x in zip(m.before, m.ci_low_before, m.ci_high_before)],
         "after": [_show(*x) for x in zip(m.after, m.ci_low_after, m.ci_high_after)],
-        "change": [f"{c:+.4g} ({r:+.0%})" if np.isfinite(r) else f"{c:+.4g}"
-                   for c, r in zip(m.change, m.relative)],
+        "change": ["" if np.isnan(c) else f"{c:+.4g} ({r:+.0%})" if np.isfinite(r)
+                   else f"{c:+.4g}" for c, r in zip(m.change, m.relative)],
     })
     return rows.to_string(index=False)
 
 
 def _show(v, lo, hi) -> str:
+    if v is None or np.isnan(v):
+        return "—"
     if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
         return f"{v:.4g}"
     return f"{v:.4g} [{lo:.4g}, {hi:.4g}]"

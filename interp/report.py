@@ -40,6 +40,7 @@ def _cell(v, lo, hi) -> str:
 
 def comparison_markdown(before, after) -> str:
     m = before.compare(after)
+    m = m[m.before.notna()]  # the KL (after only) gets its own line below
     rows = pd.DataFrame({
         "suite": m.suite, "metric": m.metric,
         "before [95% CI]": [_cell(*x) for x in zip(m.before, m.ci_low_before, m.ci_high_before)],

@@ -18,3 +18,35 @@ def test_cli_trace_writes_table_spec_and_figures(tmp_path):
     bad = CliRunner().invoke(app, ["trace", "--model", "tiny-llama", "--kinds", "mlpp",
                                    "--limit", "1", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown kind 'mlpp'" in bad.output
+
+
+def test_cli_edit_verify_evaluate_and_export(tmp_path):
+    out = tmp_path / "e"
+    r = CliRunner().invoke(app, ["edit", "--model", "tiny-llama", "--templates", "1",
+                                 "--layers", "0,1", "--out", str(out), "--verify"])
+    assert r.exit_code == 0, r.output
+    assert (out / "edit.safetensors").exists() and (out / "verification" / "eval_after").exists()
+    assert "Suites before and after" in r.output
+    r = CliRunner().invoke(app, ["evaluate", "--model", "tiny-llama", "--suites", "facts,definitional",
+                                 "--edit", str(out / "edit.safetensors")])
+    assert r.exit_code == 0, r.output
+    assert "facts" in r.output and "kl" in r.output
+    r = CliRunner().invoke(app, ["export", str(tmp_path / "m.gguf"), "--model", "tiny-llama",
+                                 "--format", "gguf", "--edit", str(out / "edit.safetensors")])
+    assert r.exit_code == 0, r.output
+    assert "ok=True" in r.output and (tmp_path / "m.gguf").exists()
+    bad = CliRunner().invoke(app, ["evaluate", "--model", "tiny-llama", "--suites", "nope"])
+    assert bad.exit_code == 2 and "unknown suite" in bad.output
+
+
+def test_cli_demo_runs_the_whole_loop(tmp_path):
+    r = CliRunner().invoke(app, ["demo", "--model", "tiny-llama", "--trace-prompts", "3",
+                                 "--out", str(tmp_path / "d"), "--figures", str(tmp_path / "f")])
+    assert r.exit_code == 0, r.output
+    report = (tmp_path / "d" / "report.md").read_text()
+    assert "Before and after" in report and "| occupations | abs_gap |" in report
+    for name in ("trace_before.html", "trace_after.html", "trace_difference.html",
+                 "bias_before_after.html"):
+        assert (tmp_path / "f" / name).exists()
+    assert (tmp_path / "d" / "export" / "hf" / "model.safetensors").exists()
+    assert (tmp_path / "d" / "edit.safetensors").exists()

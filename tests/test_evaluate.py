@@ -57,7 +57,8 @@ def test_comparison_reports_change_and_direction(tiny_llama, occupations, report
         with torch.no_grad():
             w.copy_(saved)
     m = report.compare(after)
-    assert set(m.suite) == {"occupations", "perplexity"}  # kl has no "before"
+    assert set(m.suite) == {"occupations", "perplexity", "kl"}
+    assert np.isnan(m[m.suite == "kl"].before.iloc[0])  # only the after report has a KL
     ppl = m[m.metric == "perplexity"].iloc[0]
     assert ppl.change == pytest.approx(ppl.after - ppl.before)
     assert ppl.improved == (ppl.after < ppl.before)

@@ -1,0 +1,69 @@
+"""End to end on the bundled model: fit LSDM on train occupations, then check what it promises.
+
+What it meets (asserted): the occupations it was fitted on lose most of their bias, the
+occupations it never saw lose some, definitional gender, facts and perplexity survive, and the
+re-trace shows the MLP effect at the last subject token shrunk in the edited layers. What it does
+not meet, the issue's −70% on unseen occupations, is measured and reported by `make demo` and
+the closing notes, not asserted here.
+"""
+
+import pytest
+
+import interp
+from interp import capability as cap
+from interp import prompts as P
+from interp.edit import EDIT_TEMPLATES
+
+pytestmark = pytest.mark.integration
+
+LAYERS = [0, 1, 2, 3, 4]
+
+
+@pytest.fixture(scope="module")
+def fitted(bundled):
+    train = P.professions(bundled, "train", templates=EDIT_TEMPLATES)
+    return interp.lsdm(bundled, train, layers=LAYERS, seed=0, progress=False), train
+
+
+def _abs_logodds(model, ps):
+    return float(interp.bias(model, ps, progress=False).frame.logodds.abs().mean())
+
+
+def test_edit_balances_its_own_prompts_and_reduces_unseen_bias(bundled, fitted):
+    edit, train = fitted
+    test = P.professions(bundled, "test", templates=P.TEMPLATES[::2])
+    before = _abs_logodds(bundled, train), _abs_logodds(bundled, test)
+    with edit.applied(bundled):
+        after = _abs_logodds(bundled, train), _abs_logodds(bundled, test)
+    assert after[0] <= 0.3 * before[0]  # fitted prompts: at least −70%
+    assert after[1] < before[1]  # unseen occupations: reduced, far less (see module doc)
+
+
+def test_capabilities_survive(bundled, fitted):
+    edit, _ = fitted
+    reference = cap.next_token_logprobs(bundled)
+    before = {"def": cap.definitional(bundled, n_boot=10).value,
+              "facts": cap.factual_recall(bundled, n_boot=10).value,
+              "ppl": cap.perplexity(bundled, n_boot=10).value}
+    with edit.applied(bundled):
+        after = {"def": cap.definitional(bundled, n_boot=10).value,
+                 "facts": cap.factual_recall(bundled, n_boot=10).value,
+                 "ppl": cap.perplexity(bundled, n_boot=10).value,
+                 "kl": cap.kl_divergence(bundled, reference, n_boot=10).value}
+    assert after["def"] >= before["def"] - 0.02
+    assert after["facts"] >= before["facts"] - 0.01
+    assert after["ppl"] <= before["ppl"] * 1.02
+    assert 0 < after["kl"] < 0.05
+
+
+def test_retrace_shows_the_edited_mlp_effect_shrunk(bundled, fitted):
+    edit, train = fitted
+    ps = P.professions(bundled, "train", templates=EDIT_TEMPLATES[:1])
+    ps = ps.filter(lambda p: p.subject in set(ps.subjects()[::25]))
+    before = interp.trace(bundled, ps, kinds=("mlp",), samples=2, seed=0, progress=False)
+    with edit.applied(bundled):
+        after = interp.trace(bundled, ps, spec=before.spec, progress=False)
+    cmp = before.compare(after).frame
+    sites = cmp[(cmp.kind == "mlp") & (cmp.token_group == "last subject token")
+                & cmp.layer.isin(LAYERS)]
+    assert sites["after"].sum() < 0.5 * sites["before"].sum()
