@@ -52,19 +52,15 @@ class Versions:
 
 def generated_prefixes(model, n: int, length: int, seed: int) -> list[str]:
     """Short seeded samples from the model, used as contexts before each prompt (as ROME does)."""
-    if n == 0:
-        return []
-    tok = model.tokenizer
+    from .stats import sample
+
     starters = ["The", "Therefore", "Because", "I", "You", "In", "It", "When"]
     out = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for i in range(n):
-            ids = torch.tensor([tok(starters[i % len(starters)])["input_ids"]], device=model.device)
-            gen = model.hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                    top_k=5, max_new_tokens=length, min_new_tokens=length,
-                                    pad_token_id=tok.pad_token_id)
-            text = " ".join(tok.decode(gen[0], skip_special_tokens=True).split())
+        for i in range(n):  # one at a time: starters may differ in length
+            ids = sample(model, [starters[i % len(starters)]], length, top_k=5)[0]
+            text = " ".join(model.tokenizer.decode(ids, skip_special_tokens=True).split())
             out.append(text.replace("{", "(").replace("}", ")"))
     return out
 
@@ -357,7 +353,7 @@ class Edit:
 # The editor
 
 
-def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam: float = 10.0,
+def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam: float = 3000.0,
          n_prefixes: int = 1, prefix_len: int = 8, iters: int = 6, clamp_norm: float = 1.5,
          tol: float = 0.1,
          stats_tokens: int = 20000, corpus=None, seed: int = 0, strict: bool = True,

@@ -31,31 +31,35 @@ def neutral_text() -> str:
     return resources.files("interp.data").joinpath("neutral.txt").read_text()
 
 
+def sample(model, starts: list[str], length: int, *, top_k: int = 50) -> list[list[int]]:
+    """Continue each start text by `length` tokens sampled top-k (seed the caller's RNG). Our own
+    loop over the Runner with a key/value cache: `generate` through the bridge's wrapped modules
+    is tens of times slower."""
+    from .runner import Runner
+
+    runner = Runner(model)
+    ids = torch.tensor([model.tokenizer(s)["input_ids"] for s in starts], device=model.device)
+    rows, cache, x = [ids], None, runner.embed(ids)
+    with torch.no_grad():
+        for _ in range(length):
+            hidden, cache = runner.final_hidden(x, 0, prefix=cache, keep_cache=True)
+            top = runner.unembed(hidden[:, -1]).float().topk(top_k, dim=-1)
+            nxt = top.indices.gather(1, torch.multinomial(top.values.softmax(-1), 1))
+            rows.append(nxt)
+            x = runner.embed_at(nxt, cache.get_seq_length())
+    return torch.cat(rows, dim=1).tolist()
+
+
 def sample_text(model, n_tokens: int, *, seed: int = 0, length: int = 128,
                 batch_size: int = 64, top_k: int = 50) -> list[list[int]]:
     """Token sequences sampled from the model itself (seeded, top-k), starting from common
-    openers. Our own loop over the Runner with a key/value cache: `generate` through the
-    bridge's wrapped modules is tens of times slower."""
-    from .runner import Runner
-
-    tok = model.tokenizer
-    runner = Runner(model)
+    openers (each start text must be one token long, so a batch needs no padding)."""
     out, produced, b = [], 0, 0
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         while produced < n_tokens:
             starts = [STARTERS[(b * batch_size + i) % len(STARTERS)] for i in range(batch_size)]
-            ids = torch.tensor([tok(s)["input_ids"] for s in starts], device=model.device)
-            rows, cache, x = [ids], None, runner.embed(ids)
-            for _ in range(length):
-                hidden, cache = runner.final_hidden(x, 0, prefix=cache, keep_cache=True)
-                logits = runner.unembed(hidden[:, -1]).float()
-                top = logits.topk(top_k, dim=-1)
-                pick = torch.multinomial(top.values.softmax(-1), 1)
-                nxt = top.indices.gather(1, pick)
-                rows.append(nxt)
-                x = runner.embed_at(nxt, cache.get_seq_length())
-            for row in torch.cat(rows, dim=1).tolist():
+            for row in sample(model, starts, length, top_k=top_k):
                 out.append(row)
                 produced += len(row)
             b += 1
