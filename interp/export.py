@@ -18,7 +18,7 @@ tokenizer has exactly the bundled tokenizer's vocabulary (the tiny models borrow
 llama.cpp also needs the name of the pre-tokenizer (`tokenizer.ggml.pre`), which cannot be read
 off a Hugging Face tokenizer reliably.
 
-Run as `python -m interp.export --check REQUEST.json`, this module is the fresh-process checker.
+`_main(["--check", REQUEST.json])`, run in a fresh interpreter, is the checker.
 """
 
 from __future__ import annotations
