@@ -52,7 +52,7 @@ class EvalReport:
 
     def table(self) -> str:
         f = self.frame
-        shown = [_show(v, lo, hi) for v, lo, hi in zip(f.value, f.ci_low, f.ci_high)]
+        shown = [format_ci(v, lo, hi) for v, lo, hi in zip(f.value, f.ci_low, f.ci_high)]
         out = pd.DataFrame({"suite": f.suite, "metric": f.metric, "value [95% CI]": shown,
                             "n": f.n})
         return out.to_string(index=False)
@@ -85,8 +85,8 @@ class EvalReport:
         err_lo = np.where(np.isnan(f.ci_low), 0, f.value - f.ci_low)
         fig = go.Figure(go.Bar(y=labels, x=f.value, orientation="h",
                                error_x=dict(type="data", array=err, arrayminus=err_lo)))
-        fig.update_layout(title=f"Evaluation: {self.meta.get('model', '')}", height=60 + 28 * len(f),
-                          margin=dict(l=220))
+        fig.update_layout(title=f"Evaluation: {self.meta.get('model', '')}",
+                          height=60 + 28 * len(f), margin=dict(l=220))
         return fig
 
     def save(self, directory: str | Path) -> Path:
@@ -107,15 +107,16 @@ def comparison_table(before: EvalReport, after: EvalReport) -> str:
     m = before.compare(after)
     rows = pd.DataFrame({
         "suite": m.suite, "metric": m.metric,
-        "before": [_show(*x) for x in zip(m.before, m.ci_low_before, m.ci_high_before)],
-        "after": [_show(*x) for x in zip(m.after, m.ci_low_after, m.ci_high_after)],
+        "before": [format_ci(*x) for x in zip(m.before, m.ci_low_before, m.ci_high_before)],
+        "after": [format_ci(*x) for x in zip(m.after, m.ci_low_after, m.ci_high_after)],
         "change": ["" if np.isnan(c) else f"{c:+.4g} ({r:+.0%})" if np.isfinite(r)
                    else f"{c:+.4g}" for c, r in zip(m.change, m.relative)],
     })
     return rows.to_string(index=False)
 
 
-def _show(v, lo, hi) -> str:
+def format_ci(v, lo, hi) -> str:
+    """`value [low, high]`, or the value alone without an interval, or — without a value."""
     if v is None or np.isnan(v):
         return "—"
     if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .evaluate import format_ci
 from .io import atomic_write
 
 
@@ -32,19 +33,14 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _cell(v, lo, hi) -> str:
-    if np.isnan(lo) or np.isnan(hi):
-        return f"{v:.4g}"
-    return f"{v:.4g} [{lo:.4g}, {hi:.4g}]"
-
-
 def comparison_markdown(before, after) -> str:
     m = before.compare(after)
     m = m[m.before.notna()]  # the KL (after only) gets its own line below
     rows = pd.DataFrame({
         "suite": m.suite, "metric": m.metric,
-        "before [95% CI]": [_cell(*x) for x in zip(m.before, m.ci_low_before, m.ci_high_before)],
-        "after [95% CI]": [_cell(*x) for x in zip(m.after, m.ci_low_after, m.ci_high_after)],
+        "before [95% CI]": [format_ci(*x)
+                            for x in zip(m.before, m.ci_low_before, m.ci_high_before)],
+        "after [95% CI]": [format_ci(*x) for x in zip(m.after, m.ci_low_after, m.ci_high_after)],
         "change": [f"{r:+.1%}" if np.isfinite(r) else f"{c:+.4g}"
                    for c, r in zip(m.change, m.relative)],
     })
@@ -53,7 +49,7 @@ def comparison_markdown(before, after) -> str:
     if len(kl):
         k = kl.iloc[0]
         text += (f"\n\nKL(unedited ‖ edited) of next-token distributions on held-out prose: "
-                 f"{_cell(k.value, k.ci_low, k.ci_high)} nats per token.")
+                 f"{format_ci(k.value, k.ci_low, k.ci_high)} nats per token.")
     return text
 
 

@@ -7,6 +7,7 @@ toward zero, and the capability suites stayed where they were.
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,7 @@ class Verification:
         self.before_trace, self.after_trace = before_trace, after_trace
         self.before, self.after, self.edit_meta = before, after, edit_meta
 
-    @property
+    @functools.cached_property
     def comparison(self) -> TraceComparison:
         return self.before_trace.compare(self.after_trace)
 
