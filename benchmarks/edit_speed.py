@@ -25,44 +25,23 @@ import interp  # noqa: E402
 from interp import edit as E  # noqa: E402
 from interp import prompts as P  # noqa: E402
 from interp.metrics import Candidates  # noqa: E402
-from interp.runner import Runner, copy_cache, frozen, kv_prefix, pad_ids  # noqa: E402
+from interp.runner import frozen  # noqa: E402
 from interp.stats import key_second_moments  # noqa: E402
 
 
 def adam_targets(model, v, layer, *, steps, lr=1.0, tol=0.1):
     """The reference: plain Adam on mean (log-odds)² over the same rows, per-subject δ."""
-    runner = Runner(model)
     c = Candidates.resolve(model)
     pair = [c.ids["male"], c.ids["female"]]
-    dev = model.device
-    lengths = torch.tensor([len(s) for s in v.ids], device=dev)
-    subj = torch.tensor(v.subject_last, device=dev)
-    owner = torch.tensor(v.prompt, device=dev)
-    store = {}
-    name = model.arch.hook("resid_post", layer)
-    with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(name, lambda a, hook: store.update(h=a))]):
-        _, cache = runner.final_hidden(runner.embed(pad_ids(model, v.ids)), 0, keep_cache=True)
-    start = store["h"]
-    n = int(owner.max()) + 1
-    groups = []
-    for p in sorted(set(v.subject_last)):
-        g = (subj == p).nonzero().squeeze(1)
-        groups.append((p, g, start[g, p:int(lengths[g].max())],
-                       kv_prefix(cache, g, p) if p else None))
-    delta = torch.zeros((n, start.shape[-1]), requires_grad=True)
+    down = E.Downstream(model, v, layer)  # the same resumable run the editor uses
+    n = int(down.owner.max()) + 1
+    delta = torch.zeros((n, down.start.shape[-1]), requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     for step in range(steps):
         opt.zero_grad()
-        gaps = []
         with torch.enable_grad(), frozen(model):
-            for p, g, seg, prefix in groups:
-                x = seg.clone()
-                x[:, 0] = x[:, 0] + delta[owner[g]]
-                lo = runner.logits_at(x, layer + 1, lengths[g] - 1 - p,
-                                      prefix=None if prefix is None else copy_cache(prefix),
-                                      select=pair)
-                gaps.append(lo[:, 1] - lo[:, 0])
-            gaps = torch.cat(gaps)
+            gaps = torch.cat([lo[:, 1] - lo[:, 0]
+                              for _, lo in down.logits(delta[down.owner], select=pair)])
             if float(gaps.detach().abs().mean()) < tol / 2:
                 break
             (gaps ** 2).mean().backward()

@@ -123,6 +123,48 @@ def read_at_subject(model, v: Versions, names: Sequence[str], *, stop: int | Non
 # Targets: residual vectors that balance he and she
 
 
+class Downstream:
+    """The versions' run after block `layer`, resumable with a change δ added at each version's
+    subject-last token. Only positions from that token on depend on δ, so `logits` runs just those
+    positions from block `layer` + 1, over the keys/values the unedited run left before them."""
+
+    def __init__(self, model, v: Versions, layer: int):
+        from .runner import kv_prefix
+
+        self.runner, self.layer = Runner(model), layer
+        dev = model.device
+        self.lengths = torch.tensor([len(s) for s in v.ids], device=dev)
+        self.subj = torch.tensor(v.subject_last, device=dev)
+        self.owner = torch.tensor(v.prompt, device=dev)
+        name, store = model.arch.hook("resid_post", layer), {}
+        with torch.no_grad(), model.bridge.hooks(
+                fwd_hooks=[(name, lambda a, hook: store.update(h=a))]):
+            self.hidden, cache = self.runner.final_hidden(
+                self.runner.embed(pad_ids(model, v.ids)), 0, keep_cache=True)
+        self.start = store["h"].detach()  # the stream entering block layer + 1
+        # One group per subject position: they share the length of their key/value prefix.
+        self.groups = []
+        for p in sorted(set(v.subject_last)):
+            g = (self.subj == p).nonzero().squeeze(1)
+            width = int(self.lengths[g].max())
+            self.groups.append((p, g, self.start[g, p:width],
+                                kv_prefix(cache, g, p) if p else None))
+
+    def logits(self, row_delta: torch.Tensor, select=None) -> list:
+        """[(version indices, next-token logits at their last token)] per group, with
+        row_delta[i] added to version i's stream at its subject-last token."""
+        from .runner import copy_cache
+
+        out = []
+        for p, g, seg, prefix in self.groups:
+            x = seg.clone()
+            x[:, 0] = x[:, 0] + row_delta[g]
+            pre = None if prefix is None else copy_cache(prefix)
+            out.append((g, self.runner.logits_at(x, self.layer + 1, self.lengths[g] - 1 - p,
+                                                 prefix=pre, select=select)))
+        return out
+
+
 def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping: float = 1e-2,
                      clamp_norm: float = 1.5, tol: float = 0.1, strict: bool = True,
                      progress: bool | None = None):
@@ -137,48 +179,24 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     rest of the next-token distribution (the report gives the KL that remains). Stops once the
     mean |log-odds| over all versions is under tol / 2.
 
-    Only positions from the subject's last token on depend on δ, so each pass runs just those
-    positions from block `layer` + 1, over the keys/values the unedited run left before them.
-
     Returns (targets h + δ (n, d_model) float64, report dict)."""
-    from .runner import copy_cache, frozen, kv_prefix
+    from .runner import frozen
 
-    runner = Runner(model)
     cands = Candidates.resolve(model)
     pair = [cands.ids["male"], cands.ids["female"]]
-    name = model.arch.hook("resid_post", layer)
-    dev = model.device
-    lengths = torch.tensor([len(s) for s in v.ids], device=dev)
-    subj = torch.tensor(v.subject_last, device=dev)
-    owner = torch.tensor(v.prompt, device=dev)
-    rows = torch.arange(len(v.ids), device=dev)
-    store = {}
-    with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(name, lambda a, hook: store.update(h=a))]):
-        hidden, cache = runner.final_hidden(runner.embed(pad_ids(model, v.ids)), 0,
-                                            keep_cache=True)
-        base = runner.unembed_at(hidden, lengths - 1).log_softmax(-1)
-    start = store["h"].detach()  # the stream entering block layer + 1
+    down = Downstream(model, v, layer)
+    dev, owner = model.device, down.owner
+    base = down.runner.unembed_at(down.hidden, down.lengths - 1).log_softmax(-1)
     n = int(owner.max()) + 1
     counts = torch.bincount(owner, minlength=n).unsqueeze(1)
-    h0 = torch.zeros((n, start.shape[-1]), device=dev).index_add_(0, owner, start[rows, subj])
+    rows = torch.arange(len(v.ids), device=dev)
+    h0 = torch.zeros((n, down.start.shape[-1]), device=dev).index_add_(
+        0, owner, down.start[rows, down.subj])
     h0 = h0 / counts
     bound = clamp_norm * h0.norm(dim=-1, keepdim=True)
-    # One group per subject position: they share the length of their key/value prefix.
-    groups = []
-    for p in sorted(set(v.subject_last)):
-        g = (subj == p).nonzero().squeeze(1)
-        width = int(lengths[g].max())
-        groups.append((p, g, start[g, p:width], kv_prefix(cache, g, p) if p else None))
 
     def run(row_delta, select=pair):
-        out = []
-        for p, g, seg, prefix in groups:
-            x = seg.clone()
-            x[:, 0] = x[:, 0] + row_delta[g]
-            pre = None if prefix is None else copy_cache(prefix)
-            out.append((g, runner.logits_at(x, layer + 1, lengths[g] - 1 - p, prefix=pre,
-                                            select=select)))
-        return out
+        return down.logits(row_delta, select=select)
 
     def gaps_of(row_delta):
         gaps = torch.zeros(len(v.ids), device=dev)
