@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class Versions:
     prompt: list[int]  # index of the subject (one key and one target each) of every version
     prefixes: list[str]
     subjects: list[str]
+    context: list[int] = field(default_factory=list)  # 0: the bare prompt, i: behind prefix i
 
 
 def generated_prefixes(model, n: int, length: int, seed: int) -> list[str]:
@@ -71,11 +73,11 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str]) -> Versions:
     subject's templates, and its target must balance them all."""
     subjects = prompts.subjects()
     index = {s: i for i, s in enumerate(subjects)}
-    ids, last, owner = [], [], []
+    ids, last, owner, context = [], [], [], []
     for p in prompts:
         i = index[p.subject]
         start = p.text.find(p.subject)
-        for prefix in ["", *prefixes]:
+        for c, prefix in enumerate(["", *prefixes]):
             joint = f"{prefix}. {p.text}" if prefix else p.text
             offset = len(joint) - len(p.text)
             v = tokenize_prompt(model.tokenizer, joint, p.subject, subject_start=offset + start)
@@ -84,39 +86,70 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str]) -> Versions:
             ids.append(list(v.input_ids))
             last.append(v.subject_last)
             owner.append(i)
-    return Versions(ids, last, owner, list(prefixes), subjects)
+            context.append(c)
+    return Versions(ids, last, owner, list(prefixes), subjects, context)
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading keys and outputs at the subject's last token
 
 
-@torch.no_grad()
-def read_at_subject(model, v: Versions, names: Sequence[str], *, stop: int | None = None,
-                    batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Each named activation at every version's subject-last token, averaged per edit prompt:
-    {name: (n_prompts, width)}."""
-    runner = Runner(model)
-    rows: dict[str, list] = {n: [] for n in names}
-    for b in range(0, len(v.ids), batch_size):
-        seqs = v.ids[b: b + batch_size]
-        store, hooks = capture(names)
-        with model.bridge.hooks(fwd_hooks=hooks):
-            runner.final_hidden(runner.embed(pad_ids(model, seqs)), 0, stop=stop)
-        pos = torch.tensor(v.subject_last[b: b + batch_size], device=model.device)
-        r = torch.arange(len(seqs), device=model.device)
+class SubjectReader:
+    """Activations at every version's subject-last token, averaged per edit prompt.
+
+    That token reads only the tokens up to it, so each version is cut there and identical cuts
+    (a subject's templates that share the text before it) run once, batched by length. A read
+    can keep the stream entering a layer, and a later read can resume from it: the editor's
+    bottom-up passes then run only the blocks an earlier layer's update can have changed."""
+
+    def __init__(self, model, v: Versions, batch_size: int = 64):
+        self.model, self.runner = model, Runner(model)
+        cuts = [tuple(ids[: last + 1]) for ids, last in zip(v.ids, v.subject_last)]
+        unique = sorted(set(cuts), key=len)
+        where = {c: i for i, c in enumerate(unique)}
+        dev = model.device
+        self.batches = []
+        for b in range(0, len(unique), batch_size):
+            seqs = unique[b: b + batch_size]
+            self.batches.append((pad_ids(model, seqs),
+                                 torch.tensor([len(c) - 1 for c in seqs], device=dev)))
+        self.pick = torch.tensor([where[c] for c in cuts], device=dev)
+        self.owner = torch.tensor(v.prompt, device=dev)
+        self.kept: tuple[int, list] | None = None  # (layer, stream entering it, per batch)
+
+    @torch.no_grad()
+    def read(self, names: Sequence[str], *, start: int = 0, stop: int | None = None,
+             keep: int | None = None) -> dict[str, torch.Tensor]:
+        """{name: (n_prompts, width) float64} running blocks start..stop − 1; start > 0 resumes
+        from the stream kept by the previous read (which must have kept that layer). keep:
+        also keep the stream entering this layer (start ≤ keep < stop)."""
+        if start and (self.kept is None or self.kept[0] != start):
+            raise EditError(f"no stream kept at layer {start} to resume from")
+        hooks_keep = []
+        if keep is not None and keep > start:
+            hooks_keep = [self.model.arch.hook("resid", keep)]
+        rows: dict[str, list] = {n: [] for n in names}
+        kept = []
+        for i, (ids, pos) in enumerate(self.batches):
+            store, hooks = capture([*names, *hooks_keep])
+            x = self.kept[1][i] if start else self.runner.embed(ids)
+            with self.model.bridge.hooks(fwd_hooks=hooks):
+                self.runner.final_hidden(x, start, stop=stop)
+            if keep is not None:
+                kept.append(store[hooks_keep[0]] if hooks_keep else x)
+            r = torch.arange(len(pos), device=pos.device)
+            for n in names:
+                rows[n].append(store[n][r, pos].double())
+        self.kept = (keep, kept) if keep is not None else None
+        n_prompts = int(self.owner.max()) + 1
+        counts = torch.bincount(self.owner, minlength=n_prompts).unsqueeze(1)
+        out = {}
         for n in names:
-            rows[n].append(store[n][r, pos].double())
-    owner = torch.tensor(v.prompt, device=model.device)
-    n_prompts = int(owner.max()) + 1
-    out = {}
-    for n in names:
-        allrows = torch.cat(rows[n])
-        total = torch.zeros((n_prompts, allrows.shape[1]), dtype=torch.float64,
-                            device=allrows.device)
-        total.index_add_(0, owner, allrows)
-        out[n] = total / torch.bincount(owner, minlength=n_prompts).unsqueeze(1)
-    return out
+            per_version = torch.cat(rows[n])[self.pick]
+            total = torch.zeros((n_prompts, per_version.shape[1]), dtype=torch.float64,
+                                device=per_version.device)
+            out[n] = total.index_add_(0, self.owner, per_version) / counts
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,43 +159,65 @@ def read_at_subject(model, v: Versions, names: Sequence[str], *, stop: int | Non
 class Downstream:
     """The versions' run after block `layer`, resumable with a change δ added at each version's
     subject-last token. Only positions from that token on depend on δ, so `logits` runs just those
-    positions from block `layer` + 1, over the keys/values the unedited run left before them."""
+    positions from block `layer` + 1, over the keys/values the unedited run left before them.
 
-    def __init__(self, model, v: Versions, layer: int):
-        from .runner import kv_prefix
+    at_subject: (versions, d_model) the unedited stream there."""
+
+    def __init__(self, model, v: Versions, layer: int, chunk: int = 128):
+        from .runner import copy_cache, kv_prefix
 
         self.runner, self.layer = Runner(model), layer
         dev = model.device
         self.lengths = torch.tensor([len(s) for s in v.ids], device=dev)
         self.subj = torch.tensor(v.subject_last, device=dev)
         self.owner = torch.tensor(v.prompt, device=dev)
-        name, store = model.arch.hook("resid_post", layer), {}
-        with torch.no_grad(), model.bridge.hooks(
-                fwd_hooks=[(name, lambda a, hook: store.update(h=a))]):
-            self.hidden, cache = self.runner.final_hidden(
-                self.runner.embed(pad_ids(model, v.ids)), 0, keep_cache=True)
-        self.start = store["h"].detach()  # the stream entering block layer + 1
-        # One group per subject position: they share the length of their key/value prefix.
-        self.groups = []
+        name = model.arch.hook("resid_post", layer)
+        self.at_subject = torch.empty((len(v.ids), model.arch.d_model), device=dev)
+        # The text before the subject's last token is all the model has seen there: it runs
+        # through every block once per distinct text (a subject's templates share it), with no
+        # padding (one length per subject position). The rest of each version (the subject's
+        # last token on) needs only blocks up to `layer`; the resumed runs do the others.
+        # Versions run in chunks of one subject position each, small enough that a backward
+        # right after its forward reuses memory instead of growing the heap.
+        self.chunks = []
         for p in sorted(set(v.subject_last)):
-            g = (self.subj == p).nonzero().squeeze(1)
-            width = int(self.lengths[g].max())
-            self.groups.append((p, g, self.start[g, p:width],
-                                kv_prefix(cache, g, p) if p else None))
+            group = (self.subj == p).nonzero().squeeze(1)
+            cache, where = None, None
+            if p:
+                heads = sorted({tuple(v.ids[i][:p]) for i in group.tolist()})
+                where = {h: r for r, h in enumerate(heads)}
+                with torch.no_grad():
+                    _, cache = self.runner.final_hidden(
+                        self.runner.embed(torch.tensor(heads, device=dev)), 0, keep_cache=True)
+            for g in group.split(chunk):
+                width = int(self.lengths[g].max())
+                prefix = None
+                if p:
+                    rows = torch.tensor([where[tuple(v.ids[i][:p])] for i in g.tolist()],
+                                        device=dev)
+                    prefix = kv_prefix(cache, rows, p)
+                tails = pad_ids(model, [v.ids[i][p:] for i in g.tolist()])
+                store = {}
+                with torch.no_grad(), model.bridge.hooks(
+                        fwd_hooks=[(name, lambda a, hook: store.update(h=a))]):
+                    self.runner.final_hidden(
+                        self.runner.embed_at(tails, p), 0,
+                        prefix=None if prefix is None else copy_cache(prefix), stop=layer + 1)
+                start = store["h"].detach()  # the stream entering block layer + 1
+                self.at_subject[g] = start[:, 0]
+                self.chunks.append((p, g, start[:, : width - p], prefix))
 
-    def logits(self, row_delta: torch.Tensor, select=None) -> list:
-        """[(version indices, next-token logits at their last token)] per group, with
+    def logits(self, row_delta: torch.Tensor, select=None):
+        """Yields (version indices, next-token logits at their last token) per chunk, with
         row_delta[i] added to version i's stream at its subject-last token."""
         from .runner import copy_cache
 
-        out = []
-        for p, g, seg, prefix in self.groups:
+        for p, g, seg, prefix in self.chunks:
             x = seg.clone()
             x[:, 0] = x[:, 0] + row_delta[g]
             pre = None if prefix is None else copy_cache(prefix)
-            out.append((g, self.runner.logits_at(x, self.layer + 1, self.lengths[g] - 1 - p,
-                                                 prefix=pre, select=select)))
-        return out
+            yield g, self.runner.logits_at(x, self.layer + 1, self.lengths[g] - 1 - p,
+                                           prefix=pre, select=select)
 
 
 def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping: float = 1e-2,
@@ -177,7 +232,7 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     ||δ|| ≤ clamp_norm · ||h||. A handful of iterations replaces hundreds of Adam steps, and the
     least-norm step changes the stream only along directions the log-odds read, which keeps the
     rest of the next-token distribution (the report gives the KL that remains). Stops once the
-    mean |log-odds| over all versions is under tol / 2.
+    mean |log-odds| over all versions is under tol.
 
     Returns (targets h + δ (n, d_model) float64, report dict)."""
     from .runner import frozen
@@ -186,40 +241,53 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     pair = [cands.ids["male"], cands.ids["female"]]
     down = Downstream(model, v, layer)
     dev, owner = model.device, down.owner
-    base = down.runner.unembed_at(down.hidden, down.lengths - 1).log_softmax(-1)
+    base = {}  # the unedited log-probabilities per chunk: the first forward's (δ = 0)
     n = int(owner.max()) + 1
     counts = torch.bincount(owner, minlength=n).unsqueeze(1)
-    rows = torch.arange(len(v.ids), device=dev)
-    h0 = torch.zeros((n, down.start.shape[-1]), device=dev).index_add_(
-        0, owner, down.start[rows, down.subj])
+    h0 = torch.zeros((n, down.at_subject.shape[-1]), device=dev).index_add_(
+        0, owner, down.at_subject)
     h0 = h0 / counts
     bound = clamp_norm * h0.norm(dim=-1, keepdim=True)
 
-    def run(row_delta, select=pair):
-        return down.logits(row_delta, select=select)
-
-    def gaps_of(row_delta):
+    def forward(row_delta, backward):
+        """Every version's log-odds and its KL from the unedited next-token distribution;
+        with backward, also the log-odds' gradients (chunk by chunk, see Downstream)."""
         gaps = torch.zeros(len(v.ids), device=dev)
-        for g, logits in run(row_delta):
-            gaps = gaps.index_put((g,), logits[:, 1] - logits[:, 0])
-        return gaps
+        kls = torch.zeros(len(v.ids), device=dev)
+        for i, (g, logits) in enumerate(down.logits(row_delta)):
+            lp = logits.log_softmax(-1)
+            gap = lp[:, pair[1]] - lp[:, pair[0]]
+            if backward:
+                gap.sum().backward()
+            ref = base.setdefault(i, lp.detach())
+            gaps[g] = gap.detach()
+            kls[g] = (ref.exp() * (ref - lp.detach())).sum(-1)
+        return gaps, kls
 
     members = [(owner == s).nonzero().squeeze(1) for s in range(n)]
     delta = torch.zeros_like(h0)
-    first, taken = None, 0
+    history, taken, retry = [], 0, False
     show = progress if progress is not None else len(v.ids) > 200
-    for _ in tqdm(range(iters), desc="targets", disable=not show, leave=False):
+    bar = tqdm(total=iters, desc="targets", disable=not show, leave=False)
+    while True:
         # A δ per version (all equal to their subject's): one backward gives every version's
         # own Jacobian row, since each version's log-odds reads only its own copy.
-        row_delta = delta[owner].clone().requires_grad_(True)
-        with torch.enable_grad(), frozen(model):
-            gaps = gaps_of(row_delta)
-            gaps.sum().backward()
-        J, y = row_delta.grad.double(), gaps.detach().double()
-        mean_gap = float(y.abs().mean())
-        first = mean_gap if first is None else first
-        if mean_gap < tol / 2:
+        # The Gauss–Newton rate so far predicts whether this forward is the final one; only a
+        # forward that will step needs the backward (a misprediction costs one more forward).
+        rate = history[-1] / history[-2] if len(history) > 1 else 1.0
+        step = taken < iters and (retry or not (history and history[-1] * rate < tol))
+        row_delta = delta[owner].clone().requires_grad_(step)
+        with torch.set_grad_enabled(step), frozen(model):
+            gaps, kls = forward(row_delta, backward=step)
+        mean_gap = float(gaps.abs().mean())
+        history.append(mean_gap)
+        if mean_gap < tol or taken == iters:
             break
+        retry = not step
+        if retry:
+            history.pop()  # the same δ again, this time with its gradient
+            continue
+        J, y = row_delta.grad.double(), gaps.detach().double()
         for s, r in enumerate(members):
             Js = J[r]
             A = Js @ Js.T
@@ -228,15 +296,15 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
             delta[s] -= (Js.T @ torch.linalg.solve(A, y[r])).float()
         delta = delta * (bound / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
         taken += 1
-    with torch.no_grad():
-        gaps = torch.zeros(len(v.ids), device=dev)
-        kls = torch.zeros(len(v.ids), device=dev)
-        for g, logits in run(delta[owner], select=None):
-            lp = logits.log_softmax(-1)
-            gaps[g] = lp[:, pair[1]] - lp[:, pair[0]]
-            kls[g] = (base[g].exp() * (base[g] - lp)).sum(-1)
+        bar.update()
+    bar.close()
     per_subject = torch.zeros(n, device=dev).index_add_(0, owner, gaps.abs()) / counts.squeeze(1)
-    report = {"abs_logodds_before": first, "abs_logodds_after": float(gaps.abs().mean()),
+    bare = torch.tensor(v.context, device=dev) == 0
+    unedited = torch.empty((len(v.ids), 2), device=dev)
+    for i, (_, g, _, _) in enumerate(down.chunks):
+        unedited[g] = base[i][:, pair]
+    report = {"bare_before": _pronoun_bias(unedited[bare]),"abs_logodds_before": history[0], "abs_logodds_after": float(gaps.abs().mean()),
+              "history": history,
               "worst_subject_abs_logodds": float(per_subject.max()),
               "kl_after": float(kls.mean()), "iterations": taken,
               "delta_norm_ratio": float((delta.norm(dim=-1) / h0.norm(dim=-1)).mean())}
@@ -252,8 +320,33 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     return (h0 + delta).double(), report
 
 
+def _pronoun_bias(logprobs: torch.Tensor) -> dict:
+    """Mean |log p(she) − log p(he)| and |p(he) − p(she)| over rows of (log p(he), log p(she))."""
+    lp = logprobs.double()
+    return {"abs_logodds": float((lp[:, 1] - lp[:, 0]).abs().mean()),
+            "abs_gap": float((lp[:, 0].exp() - lp[:, 1].exp()).abs().mean())}
+
+
 # ---------------------------------------------------------------------------------------------
 # The solve
+
+
+def condition_number(A: torch.Tensor, L: torch.Tensor, iters: int = 50) -> float:
+    """λ_max / λ_min of a symmetric positive definite A with Cholesky factor L, estimated by
+    power iteration on A and on A⁻¹: a few hundred matrix-vector products where a full
+    eigendecomposition (about a second at d_mlp = 1536) would cost more than the solve."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(A.shape[0], 1, generator=g, dtype=A.dtype).to(A.device)
+    y = x.clone()
+    top = bottom = torch.ones((), dtype=A.dtype)
+    for _ in range(iters):
+        x = A @ x
+        top = x.norm()
+        x = x / top
+        y = torch.cholesky_solve(y, L)
+        bottom = y.norm()
+        y = y / bottom
+    return float(top * bottom)
 
 
 def solve_update(keys: torch.Tensor, residuals: torch.Tensor, C: torch.Tensor, lam: float,
@@ -263,14 +356,14 @@ def solve_update(keys: torch.Tensor, residuals: torch.Tensor, C: torch.Tensor, l
     keys: (d_in, n) columns k_i; residuals: (d_out, n) columns r_i; C: (d_in, d_in)."""
     K, R, C = keys.double(), residuals.double(), C.double().to(keys.device)
     A = lam * C + K @ K.T
-    eig = torch.linalg.eigvalsh(A)
-    if eig[0] <= 0 or eig[-1] / eig[0] > max_cond:
+    L, info = torch.linalg.cholesky_ex(A)
+    cond = condition_number(A, L) if int(info) == 0 else float("inf")
+    if cond > max_cond:
         raise EditError(
-            f"the key statistics are ill-conditioned (eigenvalues of λC + KKᵀ from "
-            f"{float(eig[0]):.3g} to {float(eig[-1]):.3g}): raise λ (now {lam}) or compute the "
-            "statistics over more tokens"
+            f"the key statistics are ill-conditioned (condition number of λC + KKᵀ about "
+            f"{cond:.3g}): raise λ (now {lam}) or compute the statistics over more tokens"
         )
-    V = torch.linalg.solve(A, K)  # (d_in, n): A⁻¹ K, so ΔW = R (A⁻¹K)ᵀ
+    V = torch.cholesky_solve(K, L)  # (d_in, n): A⁻¹ K, so ΔW = R (A⁻¹K)ᵀ
     return R, V
 
 
@@ -371,6 +464,18 @@ class Edit:
 # The editor
 
 
+class _Clock:
+    """Seconds spent per phase, kept in the edit's provenance (the speed benchmark reads them)."""
+
+    def __init__(self):
+        self.laps, self._t = {}, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 2)
+        self._t = now
+
+
 def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam: float = 3000.0,
          n_prefixes: int = 1, prefix_len: int = 8, iters: int = 6, clamp_norm: float = 1.5,
          tol: float = 0.1,
@@ -396,22 +501,30 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
         if not 0 <= l < model.arch.n_layers:
             raise EditError(f"layer {l} is outside the model: it has layers "
                             f"0..{model.arch.n_layers - 1}")
+    clock = _Clock()
     fingerprint = model.fingerprint()
     prefixes = generated_prefixes(model, n_prefixes, prefix_len, seed)
     v = versions(model, prompts, prefixes)
+    clock.lap("prefixes")
     from .stats import key_second_moments
 
     C = key_second_moments(model, layers, corpus=corpus, n_tokens=stats_tokens, seed=seed,
                            progress=progress)
+    clock.lap("statistics")
     top = max(layers)
     targets, target_report = optimise_targets(model, v, top, iters=iters, clamp_norm=clamp_norm,
                                               tol=tol, strict=strict, progress=progress)
+    clock.lap("targets")
     key_name = {l: model.arch.hook("mlp_key", l) for l in layers}
     out_name = model.arch.hook("resid_post", top)
     updates, backup = {}, {}
+    reader = SubjectReader(model, v)
     try:
         for i, layer in enumerate(layers):
-            cur = read_at_subject(model, v, [key_name[layer], out_name], stop=top + 1)
+            # Updates below `layer` change the stream entering it; the stream entering the
+            # layer updated last is as the previous pass kept it.
+            cur = reader.read([key_name[layer], out_name], start=layers[i - 1] if i else 0,
+                              stop=top + 1, keep=layer)
             K = cur[key_name[layer]].T
             R = (targets - cur[out_name]).T / (len(layers) - i)
             U, V = solve_update(K, R, C[layer], lam)
@@ -420,17 +533,30 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
             with torch.no_grad():
                 w.add_((U @ V.T).to(w.dtype))
             updates[layer] = (U.float().cpu(), V.float().cpu())
+        clock.lap("solve")
+        # The fitted prompts as the edited model sees them (their bias before came free with
+        # the targets' unedited run).
+        from .forward import last_token_logprobs
+
+        pair = Candidates.resolve(model).ids
+        after = _pronoun_bias(last_token_logprobs(
+            model, [p.input_ids for p in prompts], select=[pair["male"], pair["female"]],
+            progress=False))
+        clock.lap("measure")
     finally:
         with torch.no_grad():
             for layer, saved in backup.items():
                 model.arch.mlp_down_weight(model.bridge, layer).copy_(saved)
+    before = target_report.pop("bare_before")
     meta = {
         "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
         "lam": lam, "seed": seed, "prefixes": prefixes, "n_prompts": len(prompts),
         "prompts": [{"text": p.text, "subject": p.subject} for p in prompts],
         "subjects": v.subjects,
         "targets": target_report, "stats_tokens": stats_tokens,
+        "fitted_prompts": {k: {"before": before[k], "after": after[k]} for k in before},
         "corpus": "neutral+samples" if corpus is None else "user",
+        "seconds": clock.laps,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return Edit(updates, meta)

@@ -125,3 +125,14 @@ def test_bad_edit_input_is_a_clear_error(tiny_llama):
     with pytest.raises(EditError, match="did not converge"):
         lsdm(tiny_llama, ps, layers=[0], n_prefixes=0, iters=1, tol=1e-6,
              stats_tokens=500)
+
+
+def test_condition_estimate_is_close_to_the_eigenvalue_ratio():
+    from interp.edit import condition_number
+
+    g = torch.Generator().manual_seed(2)
+    q, _ = torch.linalg.qr(torch.randn(64, 64, generator=g, dtype=torch.float64))
+    eig = torch.logspace(-3, 3, 64, dtype=torch.float64)
+    A = q @ torch.diag(eig) @ q.T
+    estimate = condition_number(A, torch.linalg.cholesky(A))
+    assert 0.9e6 <= estimate <= 1.0e6 * (1 + 1e-9)
