@@ -72,7 +72,7 @@ def main():
         print(f"  {k:<24}{val:7.3f}  ({100 * (val / base - 1):+.0f}%)")
 
     (s_tr, k_tr), (s_te, k_te) = keys(model, "train", layers), keys(model, "test", layers)
-    y_tr, y_te = train.mean(1).loc[s_tr].to_numpy(), test.mean(1).loc[s_te].to_numpy()
+    y_tr, y_te = train.mean(axis=1).loc[s_tr].to_numpy(), test.mean(axis=1).loc[s_te].to_numpy()
     a_te = test.loc[s_te].to_numpy()
     print("\nridge from keys to the subject's mean log-odds (train → test)")
     print(f"  {'layer':<7}{'penalty':>8}{'R²':>7}{'test |log-odds| after cancelling':>36}")

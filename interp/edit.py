@@ -199,7 +199,7 @@ class Downstream:
                 tails = pad_ids(model, [v.ids[i][p:] for i in g.tolist()])
                 store = {}
                 with torch.no_grad(), model.bridge.hooks(
-                        fwd_hooks=[(name, lambda a, hook: store.update(h=a))]):
+                        fwd_hooks=[(name, lambda a, hook, s=store: s.update(h=a))]):
                     self.runner.final_hidden(
                         self.runner.embed_at(tails, p), 0,
                         prefix=None if prefix is None else copy_cache(prefix), stop=layer + 1)

@@ -35,7 +35,7 @@ def test_edit_balances_its_own_prompts_and_reduces_unseen_bias(bundled, fitted):
     before = _abs_logodds(bundled, train), _abs_logodds(bundled, test)
     with edit.applied(bundled):
         after = _abs_logodds(bundled, train), _abs_logodds(bundled, test)
-    assert after[0] <= 0.4 * before[0]  # fitted prompts: at least −60% (−71% measured)
+    assert after[0] <= 0.4 * before[0]  # fitted prompts: at least −60% (−68% measured)
     assert after[1] < before[1]  # unseen occupations: reduced, far less (see module doc)
 
 
