@@ -136,3 +136,54 @@ def test_condition_estimate_is_close_to_the_eigenvalue_ratio():
     A = q @ torch.diag(eig) @ q.T
     estimate = condition_number(A, torch.linalg.cholesky(A))
     assert 0.9e6 <= estimate <= 1.0e6 * (1 + 1e-9)
+
+
+def test_fitted_prompt_bias_in_the_provenance_is_what_the_model_shows(tiny_llama, tiny_edit):
+    edit, ps = tiny_edit
+    frame = interp.bias(tiny_llama, ps, progress=False).frame
+    with edit.applied(tiny_llama):
+        edited = interp.bias(tiny_llama, ps, progress=False).frame
+    recorded = edit.meta["fitted_prompts"]
+    assert recorded["abs_logodds"]["before"] == pytest.approx(frame.logodds.abs().mean(), abs=1e-4)
+    assert recorded["abs_logodds"]["after"] == pytest.approx(edited.logodds.abs().mean(), abs=1e-4)
+    assert recorded["abs_gap"]["after"] == pytest.approx(edited.abs_gap.mean(), abs=1e-5)
+    assert set(edit.meta["seconds"]) == {"prefixes", "statistics", "targets", "solve", "measure"}
+
+
+def _versions(model):
+    from interp import edit as E
+
+    ps = P.professions(model, "train", templates=E.EDIT_TEMPLATES)[:18]
+    return E, E.versions(model, ps, ["It was a long day", "Yes"])
+
+
+def test_resumed_downstream_run_equals_a_plain_forward(tiny):
+    from interp.forward import last_token_logprobs
+
+    E, v = _versions(tiny)
+    down = E.Downstream(tiny, v, layer=1, chunk=5)
+    plain = last_token_logprobs(tiny, v.ids, progress=False)
+    got = torch.empty_like(plain)
+    with torch.no_grad():
+        for g, logits in down.logits(torch.zeros(len(v.ids), tiny.arch.d_model)):
+            got[g] = logits.log_softmax(-1)
+    assert (got - plain).abs().max() < 1e-4
+
+
+def test_subject_reader_equals_reading_each_version_alone(tiny):
+    from interp.runner import Runner, capture
+
+    E, v = _versions(tiny)
+    name = tiny.arch.hook("mlp_key", 1)
+    reader = E.SubjectReader(tiny, v, batch_size=7)
+    first = reader.read([name], stop=2, keep=1)[name]
+    resumed = reader.read([name], start=1, stop=2)[name]  # from the stream kept at layer 1
+    runner, rows = Runner(tiny), []
+    for ids, last in zip(v.ids, v.subject_last):
+        store, hooks = capture([name])
+        with torch.no_grad(), tiny.bridge.hooks(fwd_hooks=hooks):
+            runner.final_hidden(runner.embed(torch.tensor([ids])), 0)
+        rows.append(store[name][0, last].double())
+    owner = torch.tensor(v.prompt)
+    plain = torch.stack([torch.stack(rows)[owner == s].mean(0) for s in range(len(v.subjects))])
+    assert (first - plain).abs().max() < 1e-5 and (resumed - plain).abs().max() < 1e-5
