@@ -19,13 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import metrics
 from .errors import InterpError
 from .metrics import Candidates
 from .prompts import PromptSet, tokenize_prompt
-from .runner import Runner, capture, pad_ids
+from .runner import Runner, capture, copy_cache, frozen, kv_prefix, pad_ids
 
 
 class EditError(InterpError):
@@ -164,8 +166,6 @@ class Downstream:
     at_subject: (versions, d_model) the unedited stream there."""
 
     def __init__(self, model, v: Versions, layer: int, chunk: int = 128):
-        from .runner import copy_cache, kv_prefix
-
         self.runner, self.layer = Runner(model), layer
         dev = model.device
         self.lengths = torch.tensor([len(s) for s in v.ids], device=dev)
@@ -210,8 +210,6 @@ class Downstream:
     def logits(self, row_delta: torch.Tensor, select=None):
         """Yields (version indices, next-token logits at their last token) per chunk, with
         row_delta[i] added to version i's stream at its subject-last token."""
-        from .runner import copy_cache
-
         for p, g, seg, prefix in self.chunks:
             x = seg.clone()
             x[:, 0] = x[:, 0] + row_delta[g]
@@ -235,8 +233,6 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     mean |log-odds| over all versions is under tol.
 
     Returns (targets h + δ (n, d_model) float64, report dict)."""
-    from .runner import frozen
-
     cands = Candidates.resolve(model)
     pair = [cands.ids["male"], cands.ids["female"]]
     down = Downstream(model, v, layer)
@@ -303,7 +299,8 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     unedited = torch.empty((len(v.ids), 2), device=dev)
     for i, (_, g, _, _) in enumerate(down.chunks):
         unedited[g] = base[i][:, pair]
-    report = {"bare_before": _pronoun_bias(unedited[bare]),"abs_logodds_before": history[0], "abs_logodds_after": float(gaps.abs().mean()),
+    report = {"bare_before": _pronoun_bias(unedited[bare]),
+              "abs_logodds_before": history[0], "abs_logodds_after": float(gaps.abs().mean()),
               "history": history,
               "worst_subject_abs_logodds": float(per_subject.max()),
               "kl_after": float(kls.mean()), "iterations": taken,
@@ -322,9 +319,9 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
 
 def _pronoun_bias(logprobs: torch.Tensor) -> dict:
     """Mean |log p(she) − log p(he)| and |p(he) − p(she)| over rows of (log p(he), log p(she))."""
-    lp = logprobs.double()
-    return {"abs_logodds": float((lp[:, 1] - lp[:, 0]).abs().mean()),
-            "abs_gap": float((lp[:, 0].exp() - lp[:, 1].exp()).abs().mean())}
+    lp = logprobs.double().cpu().numpy()
+    return {"abs_logodds": float(np.abs(metrics.logodds(lp[:, 0], lp[:, 1])).mean()),
+            "abs_gap": float(metrics.abs_gap(np.exp(lp[:, 0]), np.exp(lp[:, 1])).mean())}
 
 
 # ---------------------------------------------------------------------------------------------
