@@ -7,6 +7,11 @@ last edited layer, optimised so that p(he) = p(she)). Each edited layer, bottom 
     ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹,   R = (V* − current outputs) / (layers left)
 
 in float64, with C = E[k kᵀ] over neutral text protecting everything else the MLP does.
+
+site="last" reads keys and sets targets at the prompt's last token instead (one per prompt
+version), for top layers: there the edit sees the whole prompt, so it reaches occupations it
+was not fitted on far better (README, benchmarks/edit_sites.py). `preserve` adds prompts whose
+outputs must stay (definitional ones) to the solve.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .errors import InterpError
 from .metrics import Candidates
-from .prompts import PromptSet, tokenize_prompt
+from .prompts import TEMPLATES, PromptSet, tokenize_prompt
 from .runner import Runner, capture, copy_cache, frozen, kv_prefix, pad_ids
 
 
@@ -38,6 +43,9 @@ class EditError(InterpError):
 # is seen after "The" and after a clause) and continuations that lean he or she differently.
 EDIT_TEMPLATES = ("The {} said that", "After the meeting, the {} said that",
                   "The {} smiled because")
+# An edit at the last token learns from the continuation too: it is fitted on more templates
+# (the rest of TEMPLATES stay unseen, to measure how it carries over to new ones).
+LAST_TOKEN_TEMPLATES = TEMPLATES[:12]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,15 +77,23 @@ def generated_prefixes(model, n: int, length: int, seed: int) -> list[str]:
     return out
 
 
-def versions(model, prompts: PromptSet, prefixes: Sequence[str]) -> Versions:
-    """Every prompt bare and behind each prefix. Versions are grouped by subject: the subject's
-    last token reads only the text before it, so one key (and one target) serves all of a
-    subject's templates, and its target must balance them all."""
-    subjects = prompts.subjects()
-    index = {s: i for i, s in enumerate(subjects)}
-    ids, last, owner, context = [], [], [], []
+SITES = ("subject", "last")
+
+
+def versions(model, prompts: PromptSet, prefixes: Sequence[str], site: str = "subject") -> Versions:
+    """Every prompt bare and behind each prefix, with the token each is edited at.
+
+    site "subject": the subject's last token. Versions are grouped by subject: that token reads
+    only the text before it, so one key (and one target) serves all of a subject's templates,
+    and its target must balance them all. site "last": the prompt's last token, where the
+    pronoun is predicted. Its key differs with every prefix, and near the top a single change
+    there shifts all of them alike (the log-odds read the stream almost linearly), so each
+    version has its own key and target: the prefixes only add examples."""
+    if site not in SITES:
+        raise EditError(f"site must be one of {SITES}, not {site!r}")
+    index = {s: i for i, s in enumerate(prompts.subjects())}
+    ids, last, owner, context, names = [], [], [], [], []
     for p in prompts:
-        i = index[p.subject]
         start = p.text.find(p.subject)
         for c, prefix in enumerate(["", *prefixes]):
             joint = f"{prefix}. {p.text}" if prefix else p.text
@@ -86,10 +102,15 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str]) -> Versions:
             if not hasattr(v, "input_ids"):
                 continue  # this prefix merges with the subject's tokens: skip that version
             ids.append(list(v.input_ids))
-            last.append(v.subject_last)
-            owner.append(i)
+            if site == "subject":
+                last.append(v.subject_last)
+                owner.append(index[p.subject])
+            else:
+                last.append(len(v.input_ids) - 1)
+                owner.append(len(names))
+                names.append(joint)
             context.append(c)
-    return Versions(ids, last, owner, list(prefixes), subjects, context)
+    return Versions(ids, last, owner, list(prefixes), names or list(index), context)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,6 +495,7 @@ class _Clock:
 
 
 def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam: float = 3000.0,
+         site: str = "subject", preserve: PromptSet | None = None, preserve_weight: float = 1.0,
          n_prefixes: int = 1, prefix_len: int = 8, iters: int = 6, clamp_norm: float = 1.5,
          tol: float = 0.1,
          stats_tokens: int = 20000, corpus=None, seed: int = 0, strict: bool = True,
@@ -482,15 +504,24 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
     was; apply the returned `Edit` to change it).
 
     layers: MLP layers to edit, bottom first; None traces the prompts and takes
-    `suggest_layers("mlp")`. lam: weight of the preservation statistics C. The rest tunes the
-    prefixes, the target optimisation and the statistics corpus (see their functions)."""
+    `suggest_layers("mlp")`. lam: weight of the preservation statistics C.
+    site: where the keys are read and the targets set: "subject" (the paper's LSDM: the
+    subject's last token, one key per subject) or "last" (the prompt's last token, where the
+    pronoun is predicted: one key per prompt; pair it with top layers).
+    preserve: prompts whose next-token prediction must stay as it is (e.g. definitional ones,
+    "The king said that"): their keys join the solve with the unedited outputs as targets,
+    weighted by preserve_weight. The rest tunes the prefixes, the target optimisation and the
+    statistics corpus (see their functions)."""
     prompts.require_nonempty()
+    if site not in SITES:
+        raise EditError(f"site must be one of {SITES}, not {site!r}")
     if layers is None:
         from .trace import trace
 
         located = trace(model, prompts[:40], kinds=("mlp",), samples=3, seed=seed,
                         progress=progress)
-        layers = located.suggest_layers("mlp")
+        layers = located.suggest_layers(
+            "mlp", group="last subject token" if site == "subject" else "last token")
     layers = sorted(set(int(l) for l in layers))
     if not layers:
         raise EditError("no layers to edit: pass e.g. layers=[0, 1, 2]")
@@ -501,7 +532,11 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
     clock = _Clock()
     fingerprint = model.fingerprint()
     prefixes = generated_prefixes(model, n_prefixes, prefix_len, seed)
-    v = versions(model, prompts, prefixes)
+    v = versions(model, prompts, prefixes, site)
+    kept = None
+    if preserve is not None:
+        preserve.require_nonempty()
+        kept = versions(model, preserve, prefixes, site)
     clock.lap("prefixes")
     from .stats import key_second_moments
 
@@ -516,14 +551,23 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
     out_name = model.arch.hook("resid_post", top)
     updates, backup = {}, {}
     reader = SubjectReader(model, v)
+    if kept is not None:
+        kept_reader = SubjectReader(model, kept)
+        kept_targets = kept_reader.read([out_name], stop=top + 1)[out_name]
+        clock.lap("preserved outputs")
     try:
         for i, layer in enumerate(layers):
             # Updates below `layer` change the stream entering it; the stream entering the
             # layer updated last is as the previous pass kept it.
-            cur = reader.read([key_name[layer], out_name], start=layers[i - 1] if i else 0,
-                              stop=top + 1, keep=layer)
+            resume = dict(start=layers[i - 1] if i else 0, stop=top + 1, keep=layer)
+            cur = reader.read([key_name[layer], out_name], **resume)
             K = cur[key_name[layer]].T
             R = (targets - cur[out_name]).T / (len(layers) - i)
+            if kept is not None:
+                more = kept_reader.read([key_name[layer], out_name], **resume)
+                scale = preserve_weight ** 0.5
+                K = torch.cat([K, scale * more[key_name[layer]].T], 1)
+                R = torch.cat([R, scale * (kept_targets - more[out_name]).T / (len(layers) - i)], 1)
             U, V = solve_update(K, R, C[layer], lam)
             w = model.arch.mlp_down_weight(model.bridge, layer)
             backup[layer] = w.detach().clone()
@@ -547,7 +591,9 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
     before = target_report.pop("bare_before")
     meta = {
         "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
-        "lam": lam, "seed": seed, "prefixes": prefixes, "n_prompts": len(prompts),
+        "lam": lam, "site": site, "seed": seed, "prefixes": prefixes, "n_prompts": len(prompts),
+        "preserve": None if preserve is None else {
+            "weight": preserve_weight, "subjects": preserve.subjects(), "n_prompts": len(preserve)},
         "prompts": [{"text": p.text, "subject": p.subject} for p in prompts],
         "subjects": v.subjects,
         "targets": target_report, "stats_tokens": stats_tokens,

@@ -285,17 +285,24 @@ def professions(model_or_tokenizer, split: str | None = "train", *,
                           name=f"professions-{split or 'all'}")
 
 
-def definitional(model_or_tokenizer, *, templates: Sequence[str] = TEMPLATES) -> PromptSet:
+def definitional(model_or_tokenizer, *, templates: Sequence[str] = TEMPLATES,
+                 split: str | None = None, seed: int = SPLIT_SEED) -> PromptSet:
     """Prompts whose subject fixes the pronoun ("The king said that" → he); debiasing must keep
-    them right."""
+    them right. split: "train" or "test" words only (the same seeded hash as the occupations),
+    so an edit can preserve some words and be checked on the others."""
     with resources.files("interp.data").joinpath("definitional.csv").open() as f:
         df = pd.read_csv(f)
+    if split is not None:
+        if split not in ("train", "test"):
+            raise InterpError(f"split must be 'train', 'test' or None, not {split!r}")
+        df = df[[split_of(w, seed) == split for w in df["word"]]]
     subjects = [
         {"subject": r.word, "expected": r.gender, "definitional": 1.0 if r.gender == "male" else -1.0,
-         "stereotypical": 0.0}
+         "stereotypical": 0.0, "split": split_of(r.word, seed)}
         for r in df.itertuples()
     ]
-    return from_templates(model_or_tokenizer, templates, subjects, name="definitional")
+    return from_templates(model_or_tokenizer, templates, subjects,
+                          name="definitional" if split is None else f"definitional-{split}")
 
 
 def _tokenizer(model_or_tokenizer):

@@ -187,3 +187,52 @@ def test_subject_reader_equals_reading_each_version_alone(tiny):
     owner = torch.tensor(v.prompt)
     plain = torch.stack([torch.stack(rows)[owner == s].mean(0) for s in range(len(v.subjects))])
     assert (first - plain).abs().max() < 1e-5 and (resumed - plain).abs().max() < 1e-5
+
+
+def test_last_token_versions_have_one_key_each(tiny_llama):
+    from interp import edit as E
+
+    ps = P.professions(tiny_llama, "train", templates=E.EDIT_TEMPLATES)[:6]
+    v = E.versions(tiny_llama, ps, ["It was a long day"], site="last")
+    assert v.subject_last == [len(ids) - 1 for ids in v.ids]
+    assert v.prompt == list(range(len(v.ids))) and len(v.subjects) == len(v.ids)
+    assert sorted(v.context) == [0] * len(ps) + [1] * len(ps)
+    with pytest.raises(EditError, match="site must be one of"):
+        E.versions(tiny_llama, ps, [], site="middle")
+
+
+def _last_token_logprobs(model, ps):
+    from interp.forward import last_token_logprobs
+
+    return last_token_logprobs(model, [p.input_ids for p in ps], progress=False)
+
+
+def test_last_token_edit_balances_its_prompts_and_keeps_the_preserved_ones(tiny_llama):
+    ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:3])[:8]
+    keep = P.definitional(tiny_llama, templates=P.TEMPLATES[:3], split="train")[:8]
+    top = tiny_llama.arch.n_layers - 1
+    # A random model is barely biased: a tight tolerance makes the targets move.
+    kw = dict(layers=[top], site="last", n_prefixes=0, lam=1e-4, tol=1e-3, stats_tokens=1500,
+              progress=False)
+    ids = interp.metrics.Candidates.resolve(tiny_llama).ids
+    pair = [ids["male"], ids["female"]]
+    base_keep = _last_token_logprobs(tiny_llama, keep)
+    for weight, most in ((1.0, 1e-3), (0.0, None)):
+        edit = lsdm(tiny_llama, ps, preserve=keep if weight else None, preserve_weight=weight,
+                    **kw)
+        n_keys = len(ps) + (len(keep) if weight else 0)
+        assert edit.updates[top][0].shape == (tiny_llama.arch.d_model, n_keys)
+        with edit.applied(tiny_llama):
+            lp = _last_token_logprobs(tiny_llama, ps)
+            moved = (_last_token_logprobs(tiny_llama, keep) - base_keep).abs().max()
+        # Each key maps to its own target at the top layer, so the edited model shows the
+        # log-odds the targets reached (under the tolerance).
+        reached = (lp[:, pair[1]] - lp[:, pair[0]]).abs().mean()
+        assert float(reached) == pytest.approx(edit.meta["targets"]["abs_logodds_after"],
+                                               abs=1e-3)
+        assert reached < 1e-3
+        if most is not None:
+            assert moved < most
+        else:
+            assert moved > 1e-2  # without preserving them, the edit does move them
+    assert edit.meta["site"] == "last" and edit.meta["preserve"] is None
