@@ -13,7 +13,7 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Locate where a language model carries social bias and remove it.")
 
-BUILTIN_SETS = ("train", "test", "all", "definitional")
+BUILTIN_SETS = ("train", "test", "all", "definitional", "definitional-train", "definitional-test")
 
 ModelOpt = typer.Option(None, "--model", "-m",
                         help="Bundled model (default), a .gguf file, an HF directory or hub name, "
@@ -43,8 +43,9 @@ def build_prompt_sets(model, names: str, templates: Optional[int] = None) -> dic
     chosen = P.TEMPLATES[:templates] if templates else P.TEMPLATES
     sets = {}
     for name in [n.strip() for n in names.split(",") if n.strip()]:
-        if name == "definitional":
-            sets[name] = P.definitional(model, templates=chosen)
+        if name in ("definitional", "definitional-train", "definitional-test"):
+            split = name.partition("-")[2] or None
+            sets[name] = P.definitional(model, templates=chosen, split=split)
         elif name in ("train", "test", "all"):
             sets[name] = P.professions(model, None if name == "all" else name, templates=chosen)
         elif Path(name).is_file():
@@ -239,6 +240,11 @@ def edit(
     lam: float = typer.Option(None, help="Weight of the preservation statistics (λ)."),
     templates: Optional[int] = typer.Option(None, help="Use only the first N built-in templates."),
     seed: int = typer.Option(0, help="Seed of prefixes, statistics samples and the trace."),
+    site: str = typer.Option("subject", help="Where keys and targets are: subject (the "
+                             "paper's last subject token) or last (the prompt's last token)."),
+    preserve: Optional[str] = typer.Option(None, help="Prompts whose prediction must stay: a "
+                                           "built-in set (e.g. definitional-train) or JSONL."),
+    preserve_weight: float = typer.Option(1.0, help="Weight of the preserved prompts' keys."),
     out: Path = typer.Option(Path("runs/edit"), help="Output directory."),
     verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
 ):
@@ -252,6 +258,9 @@ def edit(
         _fail("edit takes one prompt set")
     ps = next(iter(sets.values()))
     kw = {} if lam is None else {"lam": lam}
+    if preserve:
+        kw["preserve"] = next(iter(build_prompt_sets(m, preserve, templates).values()))
+        kw["preserve_weight"] = preserve_weight
     try:
         located = None
         chosen = [int(x) for x in layers.split(",")] if layers else None
@@ -259,9 +268,11 @@ def edit(
             typer.echo("tracing the edit prompts to locate the MLP layers ...", err=True)
             located = run_trace(m, pick(ps, 60, seed), kinds=("mlp", "attn"), seed=seed,
                                 progress=True)
-            chosen = chosen or located.suggest_layers("mlp")
-        typer.echo(f"fitting LSDM on {len(ps)} prompts, layers {chosen} ...", err=True)
-        e = lsdm(m, ps, layers=chosen, seed=seed, progress=True, **kw)
+            group = "last subject token" if site == "subject" else "last token"
+            chosen = chosen or located.suggest_layers("mlp", group=group)
+        typer.echo(f"fitting LSDM on {len(ps)} prompts, layers {chosen}, site {site} ...",
+                   err=True)
+        e = lsdm(m, ps, layers=chosen, site=site, seed=seed, progress=True, **kw)
     except InterpError as err:
         _fail(str(err))
     out.mkdir(parents=True, exist_ok=True)

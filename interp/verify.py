@@ -33,11 +33,12 @@ class Verification:
         return self.before_trace.compare(self.after_trace)
 
     def sites(self) -> pd.DataFrame:
-        """The located sites before and after: the MLP at the last subject token in every edited
-        layer, and the strongest attention layers at the last token."""
+        """The located sites before and after: the MLP at the edited token (the last subject
+        token, or the last token for an edit at that site) in every edited layer, and the
+        strongest attention layers at the last token."""
         f = self.comparison.frame
         layers = self.edit_meta.get("layers", [])
-        mlp = f[(f.kind == "mlp") & (f.token_group == "last subject token")
+        mlp = f[(f.kind == "mlp") & (f.token_group == self.edited_token)
                 & f.layer.isin(layers)]
         attn = f[(f.kind == "attn") & (f.token_group == "last token")]
         attn = attn.sort_values("before", ascending=False).head(3)
@@ -46,13 +47,18 @@ class Verification:
         out["relative"] = out["difference"] / out["before"].abs()
         return out.reset_index(drop=True)
 
+    @property
+    def edited_token(self) -> str:
+        """The token group the edit's keys were read at."""
+        return "last token" if self.edit_meta.get("site") == "last" else "last subject token"
+
     def table(self) -> str:
         s = self.sites()
         edited = s[s.kind == "mlp"]
         lines = ["Indirect effects at the located sites (oriented, metric units):",
                  s.to_string(index=False, float_format=lambda x: f"{x:.4f}"), ""]
         if len(edited):
-            lines.append(f"MLP effect at the last subject token summed over edited layers: "
+            lines.append(f"MLP effect at the {self.edited_token} summed over edited layers: "
                          f"{edited.before.sum():.4f} → {edited.after.sum():.4f}")
             lines.append("")
         lines += ["Suites before and after:", comparison_table(self.before, self.after)]

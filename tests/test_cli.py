@@ -50,3 +50,19 @@ def test_cli_demo_runs_the_whole_loop(tmp_path):
         assert (tmp_path / "f" / name).exists()
     assert (tmp_path / "d" / "export" / "hf" / "model.safetensors").exists()
     assert (tmp_path / "d" / "edit.safetensors").exists()
+
+
+def test_cli_edit_at_the_last_token_with_preserved_prompts(tmp_path):
+    out = tmp_path / "e"
+    r = CliRunner().invoke(app, ["edit", "--model", "tiny-llama", "--templates", "1",
+                                 "--layers", "3", "--site", "last", "--preserve",
+                                 "definitional-train", "--preserve-weight", "0.1",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    edit = interp.Edit.load(out / "edit.safetensors")
+    assert edit.meta["site"] == "last" and edit.meta["preserve"]["weight"] == 0.1
+    assert set(edit.meta["preserve"]["subjects"]) <= set(
+        interp.prompts.definitional(interp.models.bundled_tokenizer(), split="train").subjects())
+    bad = CliRunner().invoke(app, ["edit", "--model", "tiny-llama", "--templates", "1",
+                                   "--layers", "3", "--site", "middle", "--out", str(out)])
+    assert bad.exit_code == 2 and "site must be one of" in bad.output
