@@ -245,6 +245,7 @@ def edit(
     preserve: Optional[str] = typer.Option(None, help="Prompts whose prediction must stay: a "
                                            "built-in set (e.g. definitional-train) or JSONL."),
     preserve_weight: float = typer.Option(1.0, help="Weight of the preserved prompts' keys."),
+    prefixes: int = typer.Option(1, help="Generated prefixes per prompt (0: bare prompts)."),
     out: Path = typer.Option(Path("runs/edit"), help="Output directory."),
     verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
 ):
@@ -272,7 +273,8 @@ def edit(
             chosen = chosen or located.suggest_layers("mlp", group=group)
         typer.echo(f"fitting LSDM on {len(ps)} prompts, layers {chosen}, site {site} ...",
                    err=True)
-        e = lsdm(m, ps, layers=chosen, site=site, seed=seed, progress=True, **kw)
+        e = lsdm(m, ps, layers=chosen, site=site, n_prefixes=prefixes, seed=seed,
+                 progress=True, **kw)
     except InterpError as err:
         _fail(str(err))
     out.mkdir(parents=True, exist_ok=True)
