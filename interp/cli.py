@@ -251,6 +251,7 @@ def edit(
 ):
     """Fit an LSDM edit (a closed-form update of the located MLP weights) and save it."""
     from . import lsdm, trace as run_trace, verify as run_verify
+    from .edit import SITE_TOKEN, check_site
     from .errors import InterpError
 
     m = _load(model)
@@ -263,14 +264,14 @@ def edit(
         kw["preserve"] = next(iter(build_prompt_sets(m, preserve, templates).values()))
         kw["preserve_weight"] = preserve_weight
     try:
+        check_site(site)  # before the trace, which takes minutes
         located = None
         chosen = [int(x) for x in layers.split(",")] if layers else None
         if chosen is None or verify:
             typer.echo("tracing the edit prompts to locate the MLP layers ...", err=True)
             located = run_trace(m, pick(ps, 60, seed), kinds=("mlp", "attn"), seed=seed,
                                 progress=True)
-            group = "last subject token" if site == "subject" else "last token"
-            chosen = chosen or located.suggest_layers("mlp", group=group)
+            chosen = chosen or located.suggest_layers("mlp", group=SITE_TOKEN[site])
         typer.echo(f"fitting LSDM on {len(ps)} prompts, layers {chosen}, site {site} ...",
                    err=True)
         e = lsdm(m, ps, layers=chosen, site=site, n_prefixes=prefixes, seed=seed,

@@ -77,7 +77,13 @@ def generated_prefixes(model, n: int, length: int, seed: int) -> list[str]:
     return out
 
 
-SITES = ("subject", "last")
+# Where an edit reads its keys and sets its targets, and that token's group in a trace.
+SITE_TOKEN = {"subject": "last subject token", "last": "last token"}
+
+
+def check_site(site: str) -> None:
+    if site not in SITE_TOKEN:
+        raise EditError(f"site must be one of {tuple(SITE_TOKEN)}, not {site!r}")
 
 
 def versions(model, prompts: PromptSet, prefixes: Sequence[str], site: str = "subject") -> Versions:
@@ -89,8 +95,7 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str], site: str = "su
     pronoun is predicted. Its key differs with every prefix, and near the top a single change
     there shifts all of them alike (the log-odds read the stream almost linearly), so each
     version has its own key and target: the prefixes only add examples."""
-    if site not in SITES:
-        raise EditError(f"site must be one of {SITES}, not {site!r}")
+    check_site(site)
     index = {s: i for i, s in enumerate(prompts.subjects())}
     ids, last, owner, context, names = [], [], [], [], []
     for p in prompts:
@@ -513,15 +518,13 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
     weighted by preserve_weight. The rest tunes the prefixes, the target optimisation and the
     statistics corpus (see their functions)."""
     prompts.require_nonempty()
-    if site not in SITES:
-        raise EditError(f"site must be one of {SITES}, not {site!r}")
+    check_site(site)  # before a trace, which would take minutes
     if layers is None:
         from .trace import trace
 
         located = trace(model, prompts[:40], kinds=("mlp",), samples=3, seed=seed,
                         progress=progress)
-        layers = located.suggest_layers(
-            "mlp", group="last subject token" if site == "subject" else "last token")
+        layers = located.suggest_layers("mlp", group=SITE_TOKEN[site])
     layers = sorted(set(int(l) for l in layers))
     if not layers:
         raise EditError("no layers to edit: pass e.g. layers=[0, 1, 2]")
@@ -533,10 +536,10 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
     fingerprint = model.fingerprint()
     prefixes = generated_prefixes(model, n_prefixes, prefix_len, seed)
     v = versions(model, prompts, prefixes, site)
-    kept = None
+    preserved = None
     if preserve is not None:
         preserve.require_nonempty()
-        kept = versions(model, preserve, prefixes, site)
+        preserved = versions(model, preserve, prefixes, site)
     clock.lap("prefixes")
     from .stats import key_second_moments
 
@@ -551,23 +554,24 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
     out_name = model.arch.hook("resid_post", top)
     updates, backup = {}, {}
     reader = SubjectReader(model, v)
-    if kept is not None:
-        kept_reader = SubjectReader(model, kept)
-        kept_targets = kept_reader.read([out_name], stop=top + 1)[out_name]
-        clock.lap("preserved outputs")
+    if preserved is not None:
+        preserved_reader = SubjectReader(model, preserved)
+        scale = preserve_weight ** 0.5
     try:
         for i, layer in enumerate(layers):
             # Updates below `layer` change the stream entering it; the stream entering the
             # layer updated last is as the previous pass kept it.
-            resume = dict(start=layers[i - 1] if i else 0, stop=top + 1, keep=layer)
+            resume = {"start": layers[i - 1] if i else 0, "stop": top + 1, "keep": layer}
             cur = reader.read([key_name[layer], out_name], **resume)
             K = cur[key_name[layer]].T
             R = (targets - cur[out_name]).T / (len(layers) - i)
-            if kept is not None:
-                more = kept_reader.read([key_name[layer], out_name], **resume)
-                scale = preserve_weight ** 0.5
+            if preserved is not None:
+                more = preserved_reader.read([key_name[layer], out_name], **resume)
+                if i == 0:  # nothing is updated yet: these are the outputs to keep
+                    preserved_targets = more[out_name]
                 K = torch.cat([K, scale * more[key_name[layer]].T], 1)
-                R = torch.cat([R, scale * (kept_targets - more[out_name]).T / (len(layers) - i)], 1)
+                R = torch.cat([R, scale * (preserved_targets - more[out_name]).T
+                               / (len(layers) - i)], 1)
             U, V = solve_update(K, R, C[layer], lam)
             w = model.arch.mlp_down_weight(model.bridge, layer)
             backup[layer] = w.detach().clone()

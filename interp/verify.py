@@ -50,7 +50,9 @@ class Verification:
     @property
     def edited_token(self) -> str:
         """The token group the edit's keys were read at."""
-        return "last token" if self.edit_meta.get("site") == "last" else "last subject token"
+        from .edit import SITE_TOKEN
+
+        return SITE_TOKEN[self.edit_meta.get("site", "subject")]
 
     def table(self) -> str:
         s = self.sites()
