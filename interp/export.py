@@ -247,16 +247,10 @@ def plain_tensors(model, dtype: str) -> tuple[dict[str, torch.Tensor], dict[str,
 
 def export_config(model, dtype: str):
     """A copy of the HF config that a plain `from_pretrained` reads as this model."""
-    import copy
+    from .models import plain_config
 
-    config = copy.deepcopy(model.hf.config)
-    # A model loaded from a GGUF keeps the loader's notes: a quantization_config saying the
-    # weights are GGUF-quantized (the exported ones are plain tensors) and the GGUF's name.
-    for attr in ("quantization_config", "_model_name_or_path"):
-        if attr in config.__dict__:
-            delattr(config, attr)
+    config = plain_config(model.hf.config, TORCH_DTYPES[dtype])
     config.architectures = [type(model.hf).__name__]
-    config.dtype = str(TORCH_DTYPES[dtype]).removeprefix("torch.")
     return config
 
 

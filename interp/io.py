@@ -9,6 +9,12 @@ import tempfile
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where interp keeps what it can recompute (statistics, samples, converted GGUF files):
+    $INTERP_CACHE, else ~/.cache/interp."""
+    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path` for a writer that wants a file name; it becomes

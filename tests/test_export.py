@@ -10,6 +10,7 @@ import torch
 import interp
 from interp.edit import Edit, EditError
 from interp.export import ExportError, UnsupportedExportError, VerificationError, export
+from interp.models import gguf_conversion_dir
 
 X = importlib.import_module("interp.export")  # the module: interp.export is also the function
 
@@ -198,6 +199,45 @@ def test_exported_config_drops_the_gguf_loader_notes(tiny_llama, monkeypatch):
     out = X.export_config(tiny_llama, "f16").to_dict()
     assert "quantization_config" not in out and out["dtype"] == "float16"
     assert out["architectures"] == ["LlamaForCausalLM"] and config.quantization_config
+
+
+def test_a_gguf_is_converted_once_and_then_read_from_the_cache(gguf_f32, tiny_llama, tmp_path,
+                                                              monkeypatch):
+    import transformers
+
+    gguf = gguf_f32.path
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
+    gguf_reads = []
+    real = transformers.AutoModelForCausalLM.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        gguf_reads.append("gguf_file" in kwargs)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        classmethod(counting))
+    first, second = interp.load_model(gguf), interp.load_model(gguf)
+    assert gguf_reads == [True, False]  # the second load read the converted directory
+    (entry,) = (tmp_path / "cache" / "gguf").iterdir()
+    assert (entry / "model.safetensors").exists() and "quantization_config" not in (
+        entry / "config.json").read_text()
+    text = "The nurse said that ünïcödé"
+    ids = torch.tensor([first.tokenizer(text)["input_ids"]])
+    assert second.tokenizer(text)["input_ids"] == ids[0].tolist()
+    assert second.fingerprint() == first.fingerprint() == tiny_llama.fingerprint()
+    assert second.source == first.source and second.source["kind"] == "gguf"
+    with torch.no_grad():
+        assert torch.equal(second.hf(ids).logits, first.hf(ids).logits)
+    # A damaged entry is converted again, not loaded half.
+    (entry / "model.safetensors").unlink()
+    third = interp.load_model(gguf)
+    assert gguf_reads[-1] is True and third.fingerprint() == first.fingerprint()
+    assert (entry / "model.safetensors").exists()
+    # The entry is named by the file's bytes (and dtype), not its name.
+    other = tmp_path / "other.gguf"
+    other.write_bytes(gguf.read_bytes()[:-1] + b"x")
+    assert gguf_conversion_dir(other, torch.float32) != entry
+    assert gguf_conversion_dir(gguf, torch.float16) != entry
 
 
 # ---------------------------------------------------------------------------------------------
