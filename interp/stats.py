@@ -18,13 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import InterpError
+from .io import cache_dir
 
 STARTERS = ("The", "In", "A", "It", "When", "Today", "There", "After", "Many", "This", "For",
             "Most")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
 
 
 def neutral_text() -> str:
@@ -50,26 +47,31 @@ def sample(model, starts: list[str], length: int, *, top_k: int = 50) -> list[li
     return torch.cat(rows, dim=1).tolist()
 
 
-def sample_text(model, n_tokens: int, *, seed: int = 0, length: int = 128,
+SAMPLE_LENGTH = 128
+
+
+def sample_text(model, n_tokens: int, *, seed: int = 0, length: int = SAMPLE_LENGTH,
                 batch_size: int = 64, top_k: int = 50) -> list[list[int]]:
     """Token sequences sampled from the model itself (seeded, top-k), starting from common
     openers (each start text must be one token long, so a batch needs no padding)."""
-    out, produced, b = [], 0, 0
+    out, produced = [], 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         while produced < n_tokens:
-            starts = [STARTERS[(b * batch_size + i) % len(STARTERS)] for i in range(batch_size)]
+            # The last batch only as large as needed: sampling is the slow part of the statistics.
+            rows = min(batch_size, -(-(n_tokens - produced) // (length + 1)))
+            starts = [STARTERS[(len(out) + i) % len(STARTERS)] for i in range(rows)]
             for row in sample(model, starts, length, top_k=top_k):
                 out.append(row)
                 produced += len(row)
-            b += 1
     return out
 
 
 def cached_samples(model, n_tokens: int, seed: int) -> list[list[int]]:
     """`sample_text`, kept on disk per model fingerprint: sampling costs more than reading the
     statistics it names, so a cached run must not sample again just to find its cache key."""
-    path = cache_dir() / "samples" / model.fingerprint() / f"seed{seed}-{n_tokens}.pt"
+    name = f"seed{seed}-{n_tokens}-len{SAMPLE_LENGTH}.pt"
+    path = cache_dir() / "samples" / model.fingerprint() / name
     if path.exists():
         return torch.load(path)
     seqs = sample_text(model, n_tokens, seed=seed)

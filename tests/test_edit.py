@@ -236,3 +236,25 @@ def test_last_token_edit_balances_its_prompts_and_keeps_the_preserved_ones(tiny_
         else:
             assert moved > 1e-2  # without preserving them, the edit does move them
     assert edit.meta["site"] == "last" and edit.meta["preserve"] is None
+
+
+def test_sampled_corpus_is_seeded_and_no_longer_than_needed(tiny_llama):
+    from interp.stats import corpus_tokens, key_second_moments, sample_text
+
+    a = sample_text(tiny_llama, 300, seed=3, length=16, batch_size=8)
+    assert a == sample_text(tiny_llama, 300, seed=3, length=16, batch_size=8)
+    assert a != sample_text(tiny_llama, 300, seed=4, length=16, batch_size=8)
+    # 18 rows of 17 tokens: two full batches and a last one of two rows, not eight.
+    assert len(a) == 18 and {len(r) for r in a} == {17}
+    seqs, _ = corpus_tokens(tiny_llama, None, 5000)
+    assert sum(map(len, seqs)) == 5000
+    # C = E[k kᵀ] over every corpus token, computed here with one plain hooked forward each.
+    layer = 1
+    C = key_second_moments(tiny_llama, [layer], n_tokens=5000, use_cache=False)[layer]
+    total = torch.zeros_like(C)
+    hook = tiny_llama.arch.hook("mlp_key", layer)
+    for s in seqs:
+        _, cache = tiny_llama.bridge.run_with_cache(torch.tensor([s]), names_filter=hook)
+        k = cache[hook][0].double()
+        total += k.T @ k
+    assert torch.allclose(C, total / 5000, rtol=1e-6, atol=1e-9)
