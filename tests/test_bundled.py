@@ -20,20 +20,21 @@ def test_logits_equal_plain_transformers(bundled):
     """Same weights, same attention kernel (the bridge runs HF's eager attention): same logits.
     Against HF's default SDPA kernel only float rounding differs."""
     directory, name = bundled_gguf()
-    plain, sdpa = (
-        AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32,
-                                             attn_implementation=impl).eval()
-        for impl in ("eager", "sdpa"))
+    plain = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
     a = bundled.arch
     assert (a.n_layers, a.d_model, a.n_heads, a.n_kv_heads, a.d_mlp) == (30, 576, 9, 3, 1536)
-    for text in TEXTS:
-        ids = torch.tensor([bundled.tokenizer(text)["input_ids"]])
-        with torch.no_grad():
-            ours, ref = bundled.hf(ids).logits, plain(ids).logits
-            via_bridge, kernel = bundled.bridge(ids), sdpa(ids).logits
-        assert (ours - ref).abs().max().item() <= 1e-5
-        assert (via_bridge - ref).abs().max().item() <= 1e-5
-        assert (ours - kernel).abs().max().item() <= 1e-4
+    ids = [torch.tensor([bundled.tokenizer(text)["input_ids"]]) for text in TEXTS]
+    with torch.no_grad():
+        ref = [plain(x).logits for x in ids]
+        plain.set_attn_implementation("sdpa")  # one load, both kernels
+        kernel = [plain(x).logits for x in ids]
+        for x, r, k in zip(ids, ref, kernel):
+            ours, via_bridge = bundled.hf(x).logits, bundled.bridge(x)
+            assert (ours - r).abs().max().item() <= 1e-5
+            assert (via_bridge - r).abs().max().item() <= 1e-5
+            assert (ours - k).abs().max().item() <= 1e-4
+    assert (ref[0] - kernel[0]).abs().max().item() > 0  # the kernels really differ
     assert interp.models.weights_fingerprint(plain.state_dict()) == bundled.fingerprint()
 
 
@@ -69,8 +70,8 @@ def test_cli_bias_prints_the_table(tmp_path):
 
 
 def test_trace_engine_equals_reference_on_the_bundled_model(bundled):
-    """Every cell of one prompt, plus windowed MLP/attention cells, against one hooked forward
-    per cell."""
+    """A random third of the cells of one prompt (the tiny models' tests check whole grids),
+    plus windowed MLP/attention cells, against one hooked forward per cell."""
     import random
 
     from interp.corruption import Noise
@@ -79,10 +80,12 @@ def test_trace_engine_equals_reference_on_the_bundled_model(bundled):
     ps = P.from_templates(bundled, ["The {} said that"], ["nurse"])
     c = interp.metrics.Candidates.resolve(bundled)
     r = interp.trace(bundled, ps, kinds=("resid", "mlp", "attn"), samples=2, seed=1)
-    ref, clean, corrupt = reference_trace(bundled, ps, Noise(samples=2), c,
-                                          kinds=("resid", "mlp", "attn"), seed=1)
     got = engine_cells(r)
-    assert len(ref) == len(got) == 3 * 30 * 4
+    assert len(got) == 3 * 30 * 4
+    some = set(random.Random(1).sample(sorted(got), 120))
+    ref, _, _ = reference_trace(bundled, ps, Noise(samples=2), c,
+                                kinds=("resid", "mlp", "attn"), seed=1, cells=some)
+    assert len(ref) == 120
     assert max(abs(got[k] - v) for k, v in ref.items()) <= 1e-4
     windowed = interp.trace(bundled, ps, kinds=("mlp", "attn"), samples=2, seed=1, window=10)
     got = engine_cells(windowed)
