@@ -31,7 +31,7 @@ from interp import prompts as P  # noqa: E402
 from interp.edit import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES  # noqa: E402
 
 
-def measure(model, reference) -> dict:
+def measure(model, reference, last_templates=LAST_TOKEN_TEMPLATES) -> dict:
     test = interp.bias(model, P.professions(model, "test"), progress=False).frame
     defs = interp.bias(model, P.definitional(model), progress=False).frame
     held_words = defs.split == "test"
@@ -40,7 +40,7 @@ def measure(model, reference) -> dict:
            "|log-odds|, templates the subject edit did not see":
                test.logodds.abs()[~test.template.isin(EDIT_TEMPLATES)].mean(),
            "|log-odds|, templates the last-token edit did not see":
-               test.logodds.abs()[~test.template.isin(LAST_TOKEN_TEMPLATES)].mean(),
+               test.logodds.abs()[~test.template.isin(last_templates)].mean(),
            "definitional acc": defs.definitional_correct.mean(),
            "definitional acc (test words)": defs.definitional_correct[held_words].mean(),
            "definitional log-odds": signed.mean(),
@@ -60,21 +60,24 @@ def main():
     ap.add_argument("--prefixes", type=int, default=0,
                     help="Generated prefixes per prompt of the last-token edit (0: bare only).")
     ap.add_argument("--last-layers", default="24,25,26,27,28,29")
+    ap.add_argument("--last-templates", type=int, default=len(LAST_TOKEN_TEMPLATES),
+                    help="How many of the templates the last-token edit is fitted on (first N).")
     ap.add_argument("--save", default=None, help="Directory to save each edit in.")
     args = ap.parse_args()
     model = interp.load_model(args.model) if args.model else interp.load_model()
     reference = cap.next_token_logprobs(model)
     top = model.arch.n_layers - 1
     last_layers = [min(int(x), top) for x in args.last_layers.split(",")]
+    last_templates = P.TEMPLATES[:args.last_templates]
     configs = {
         "subject": {"prompts": P.professions(model, "train", templates=EDIT_TEMPLATES),
                     "layers": list(range(min(5, top + 1))), "site": "subject"},
-        "last": {"prompts": P.professions(model, "train", templates=LAST_TOKEN_TEMPLATES),
+        "last": {"prompts": P.professions(model, "train", templates=last_templates),
                  "layers": sorted(set(last_layers)), "site": "last",
-                 "preserve": P.definitional(model, templates=LAST_TOKEN_TEMPLATES, split="train"),
+                 "preserve": P.definitional(model, templates=last_templates, split="train"),
                  "preserve_weight": args.preserve_weight, "n_prefixes": args.prefixes},
     }
-    rows = {"unedited": measure(model, None)}
+    rows = {"unedited": measure(model, None, last_templates)}
     print(f"{model!r}")
     for site in args.sites.split(","):
         c = dict(configs[site])
@@ -88,7 +91,7 @@ def main():
             edit.save(os.path.join(args.save, f"{site}.safetensors"))
         with edit.applied(model):
             rows[f"{site} (layers {edit.layers[0]}–{edit.layers[-1]})"] = measure(
-                model, reference)
+                model, reference, last_templates)
     table = pd.DataFrame(rows)
     base = table["unedited"]
     # Changes: accuracies in points, everything else relative (%).
