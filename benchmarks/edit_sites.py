@@ -6,13 +6,14 @@ definitional gender (all words, and the words an edit did not preserve), factual
 perplexity and KL on held-out text, and the fit time (statistics cached after the first fit).
 
 - subject: keys at the subject's last token in the bottom MLPs (layers 0–4), the edit templates.
-- last: keys at the last token in the top MLPs (layers 24–29), the first 12 templates, bare
-  prompts (a prefix doubles the fit time and did not help), with the
-  train-split definitional prompts preserved (weight 0.1): the edit must not move "The king
-  said that", only the occupations. Changes are relative, in points for accuracies.
+- last: keys at the last token in the top MLPs (layers 24–29), every template (--last-templates
+  12 holds 6 out, to measure how the edit carries over to unseen templates), bare prompts (a
+  prefix doubles the fit time and did not help), with the train-split definitional prompts
+  preserved (weight 0.1): the edit must not move "The king said that", only the occupations.
+  Changes are relative, in points for accuracies.
 
     python benchmarks/edit_sites.py                         # both, default settings
-    python benchmarks/edit_sites.py --sites last --preserve-weight 0.3 --lam 10000
+    python benchmarks/edit_sites.py --sites last --last-templates 12 --preserve-weight 0.07
 """
 
 from __future__ import annotations

@@ -43,9 +43,10 @@ class EditError(InterpError):
 # is seen after "The" and after a clause) and continuations that lean he or she differently.
 EDIT_TEMPLATES = ("The {} said that", "After the meeting, the {} said that",
                   "The {} smiled because")
-# An edit at the last token learns from the continuation too: it is fitted on more templates
-# (the rest of TEMPLATES stay unseen, to measure how it carries over to new ones).
-LAST_TOKEN_TEMPLATES = TEMPLATES[:12]
+# An edit at the last token learns from the continuation too, so it is fitted on every template
+# (bundled model, test occupations: −73% |log-odds| and −0.3 pt definitional with all 18,
+# against −68% and −1.4 pt with the first 12; those 12 carried over to the 6 unseen ones at −67%).
+LAST_TOKEN_TEMPLATES = TEMPLATES
 
 
 # ---------------------------------------------------------------------------------------------
