@@ -1,12 +1,15 @@
-"""End to end on the bundled model: fit LSDM on train occupations, then check what it promises.
+"""End to end on the bundled model: the issue's targets, met by LSDM at the last token.
 
-Asserted: the prompts it was fitted on lose most of their bias, occupations it never saw lose
-some, definitional gender and perplexity survive, factual recall loses at most 3 points, and the
-re-trace shows the MLP effect at the last subject token shrunk in the edited layers. Not met by
-this (the paper's) edit, and so not asserted: the issue's −70% on unseen occupations and its −1
-point on facts; `make demo` measures and reports both. The edit at the last token reaches −67
-to −72% for about 2 points of definitional accuracy (benchmarks/edit_sites.py, README); its fit
-and measurement take ~4 minutes here, more than this suite has left.
+The edit is fitted on the train occupations only (every template, bare prompts, layers 24–29,
+λ = 3000) with the train-split definitional words preserved (weight 0.1). Asserted on the 54
+test occupations it never saw: bias down at least 70% (measured −73% |log-odds|, −74% |gap|),
+definitional accuracy down at most 2 points (−0.3; held-out words alone −0.7), factual recall
+down at most 1 point (−0.9: two near-tie facts flip), perplexity up at most 2% (−0.1%), and the
+re-trace shows the MLP effect at the last token in the edited layers shrunk.
+
+The paper's edit at the subject (the default, `site="subject"`) does not reach these on this
+model (−11% on test occupations; README, benchmarks/edit_ceiling.py); notebooks 02 and 03 fit
+and check it on the bundled model, and the tiny-model tests check its solve.
 """
 
 import pytest
@@ -14,31 +17,31 @@ import pytest
 import interp
 from interp import capability as cap
 from interp import prompts as P
-from interp.edit import EDIT_TEMPLATES
+from interp.edit import LAST_TOKEN_TEMPLATES
 
 pytestmark = pytest.mark.integration
 
-LAYERS = [0, 1, 2, 3, 4]
+LAYERS = [24, 25, 26, 27, 28, 29]
 
 
 @pytest.fixture(scope="module")
 def fitted(bundled):
-    train = P.professions(bundled, "train", templates=EDIT_TEMPLATES)
-    return interp.lsdm(bundled, train, layers=LAYERS, seed=0, progress=False), train
+    train = P.professions(bundled, "train", templates=LAST_TOKEN_TEMPLATES)
+    keep = P.definitional(bundled, templates=LAST_TOKEN_TEMPLATES, split="train")
+    edit = interp.lsdm(bundled, train, layers=LAYERS, site="last", n_prefixes=0, preserve=keep,
+                       preserve_weight=0.1, seed=0, progress=False)
+    return edit, train
 
 
-def _abs_logodds(model, ps):
-    return float(interp.bias(model, ps, progress=False).frame.logodds.abs().mean())
-
-
-def test_edit_balances_its_own_prompts_and_reduces_unseen_bias(bundled, fitted):
+def test_bias_on_unseen_occupations_falls_by_at_least_70_percent(bundled, fitted):
     edit, train = fitted
-    test = P.professions(bundled, "test", templates=P.TEMPLATES[::2])
-    before = _abs_logodds(bundled, train), _abs_logodds(bundled, test)
+    test = P.professions(bundled, "test")
+    assert not set(test.subjects()) & set(train.subjects())
+    before = interp.bias(bundled, test, progress=False).frame
     with edit.applied(bundled):
-        after = _abs_logodds(bundled, train), _abs_logodds(bundled, test)
-    assert after[0] <= 0.4 * before[0]  # fitted prompts: at least −60% (−68% measured)
-    assert after[1] < before[1]  # unseen occupations: reduced, far less (see module doc)
+        after = interp.bias(bundled, test, progress=False).frame
+    assert after.logodds.abs().mean() <= 0.3 * before.logodds.abs().mean()
+    assert after.abs_gap.mean() <= 0.3 * before.abs_gap.mean()
 
 
 def test_capabilities_survive(bundled, fitted):
@@ -53,16 +56,14 @@ def test_capabilities_survive(bundled, fitted):
                  "ppl": cap.perplexity(bundled, n_boot=10).value,
                  "kl": cap.kl_divergence(bundled, reference, n_boot=10).value}
     assert after["def"] >= before["def"] - 0.02
-    # The issue asks for −1 point at most; this edit costs 0.4–2.2 points depending on its
-    # generated prefix (measured), so the test holds it to 3.
-    assert after["facts"] >= before["facts"] - 0.03
+    assert after["facts"] >= before["facts"] - 0.01
     assert after["ppl"] <= before["ppl"] * 1.02
-    assert 0 < after["kl"] < 0.05
+    assert 0 < after["kl"] < 0.01
 
 
 def test_retrace_shows_the_edited_mlp_effect_shrunk(bundled, fitted):
     edit, train = fitted
-    ps = P.professions(bundled, "train", templates=EDIT_TEMPLATES[:1])
+    ps = P.professions(bundled, "train", templates=LAST_TOKEN_TEMPLATES[:1])
     ps = ps.filter(lambda p: p.subject in set(ps.subjects()[::25]))
     # The metric is the size of the bias, |p(he) − p(she)|: restoring an MLP output that writes
     # the bias raises it; after the edit, restoring that output should raise it far less.
@@ -71,6 +72,6 @@ def test_retrace_shows_the_edited_mlp_effect_shrunk(bundled, fitted):
     with edit.applied(bundled):
         after = interp.trace(bundled, ps, spec=before.spec, progress=False)
     cmp = before.compare(after).frame
-    sites = cmp[(cmp.kind == "mlp") & (cmp.token_group == "last subject token")
+    sites = cmp[(cmp.kind == "mlp") & (cmp.token_group == interp.edit.SITE_TOKEN["last"])
                 & cmp.layer.isin(LAYERS)]
-    assert sites["after"].sum() < 0.7 * sites["before"].sum()  # measured: −50%
+    assert len(sites) and sites["after"].sum() < 0.7 * sites["before"].sum()
