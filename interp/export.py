@@ -223,35 +223,70 @@ def _size(path: Path) -> int:
 def plain_items(model):
     """(plain HF name, tensor) of every weight, tied ones (lm_head tied to the embedding) left
     out as `save_pretrained` does: HF re-ties them on load from `tie_word_embeddings`."""
-    tie = bool(getattr(model.hf.config, "tie_word_embeddings", False))
+    return _untied(model.state_dict(), model.hf.config)
+
+
+def _untied(state_dict: dict, config):
+    tie = bool(getattr(config, "tie_word_embeddings", False))
     seen: set[int] = set()
-    for name, t in model.state_dict().items():
+    for name, t in state_dict.items():
         if tie and t.data_ptr() in seen:
             continue
         seen.add(t.data_ptr())
         yield name, t
 
 
+def _cpu_tensors(items, torch_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, t in items:
+        want = torch_dtype if t.is_floating_point() else t.dtype
+        out[name] = t.detach().to(device="cpu", dtype=want).contiguous()
+    return out
+
+
 def plain_tensors(model, dtype: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The weights under plain HF names in `dtype`, on the CPU: (tensors, {left out: tied to})."""
-    torch_dtype = TORCH_DTYPES[dtype]
-    tensors = {}
-    for name, t in plain_items(model):
-        want = torch_dtype if t.is_floating_point() else t.dtype
-        tensors[name] = t.detach().to(device="cpu", dtype=want).contiguous()
+    tensors = _cpu_tensors(plain_items(model), TORCH_DTYPES[dtype])
     weights = model.state_dict()
     kept = {weights[n].data_ptr(): n for n in tensors}
     tied = {n: kept[t.data_ptr()] for n, t in weights.items() if n not in tensors}
     return tensors, tied
 
 
+def plain_config(hf, torch_dtype: torch.dtype):
+    """A copy of HF module `hf`'s config that a plain `from_pretrained` reads as it, in plain
+    tensors of `torch_dtype`."""
+    import copy
+
+    config = copy.deepcopy(hf.config)
+    # A model loaded from a GGUF keeps the loader's notes: a quantization_config saying the
+    # weights are GGUF-quantized (plain tensors are written instead) and the GGUF's name.
+    for attr in ("quantization_config", "_model_name_or_path"):
+        if attr in config.__dict__:
+            delattr(config, attr)
+    config.architectures = [type(hf).__name__]
+    config.dtype = str(torch_dtype).removeprefix("torch.")
+    return config
+
+
 def export_config(model, dtype: str):
     """A copy of the HF config that a plain `from_pretrained` reads as this model."""
-    from .models import plain_config
+    return plain_config(model.hf, TORCH_DTYPES[dtype])
 
-    config = plain_config(model.hf.config, TORCH_DTYPES[dtype])
-    config.architectures = [type(model.hf).__name__]
-    return config
+
+def write_plain_hf(hf, state_dict: dict, tokenizer, out: Path, torch_dtype: torch.dtype) -> None:
+    """Config, generation config, weights (tied ones once) and tokenizer of HF module `hf` into
+    `out`: a directory plain `from_pretrained` loads. `state_dict` holds the weights under plain
+    HF names (a bridged module's own state dict lists each weight under several aliases)."""
+    from safetensors.torch import save_file
+
+    plain_config(hf, torch_dtype).save_pretrained(out)
+    generation = getattr(hf, "generation_config", None)
+    if generation is not None and hf.can_generate():
+        generation.save_pretrained(out)
+    tensors = _cpu_tensors(_untied(state_dict, hf.config), torch_dtype)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,17 +294,7 @@ def export_config(model, dtype: str):
 
 
 def _write_hf(model, out: Path, dtype: str, meta: dict, edit, _source) -> None:
-    from safetensors.torch import save_file
-
-    # The bridge wrapped the HF submodules in place, so model.hf.save_pretrained would see every
-    # weight under several aliases; we write the plain-named tensors ourselves.
-    export_config(model, dtype).save_pretrained(out)
-    generation = getattr(model.hf, "generation_config", None)
-    if generation is not None and model.hf.can_generate():
-        generation.save_pretrained(out)
-    tensors, _ = plain_tensors(model, dtype)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    model.tokenizer.save_pretrained(out)
+    write_plain_hf(model.hf, model.state_dict(), model.tokenizer, out, TORCH_DTYPES[dtype])
     if edit is not None:
         edit.save(out / "edit.safetensors")
     (out / "interp_provenance.json").write_text(json.dumps(meta, indent=2, default=str))

@@ -202,7 +202,7 @@ def _load_gguf(path: Path, dtype, *, cache: bool = True):
     """A GGUF file as an HF model and tokenizer. Reading a GGUF takes ~20 s here (transformers
     parses the file three times and builds a tensor-name map in Python), so the first load also
     writes the converted weights, config and tokenizer as a plain HF directory in the cache, keyed
-    by the file's bytes, the dtype and the transformers version; later loads read that (~3 s)."""
+    by the file's bytes, the dtype and the transformers version; later loads read that (~2 s)."""
     _check_gguf_header(path)
     converted = gguf_conversion_dir(path, dtype) if cache else None
     if converted is not None and converted.is_dir():
@@ -240,37 +240,11 @@ def gguf_conversion_dir(path: Path, dtype) -> Path:
     return cache_dir() / "gguf" / h.hexdigest()
 
 
-def plain_config(config, dtype):
-    """A copy of an HF config that a plain `from_pretrained` reads as a model of plain tensors."""
-    import copy
-
-    config = copy.deepcopy(config)
-    # A model loaded from a GGUF keeps the loader's notes: a quantization_config saying the
-    # weights are GGUF-quantized (plain tensors are written instead) and the GGUF's name.
-    for attr in ("quantization_config", "_model_name_or_path"):
-        if attr in config.__dict__:
-            delattr(config, attr)
-    config.dtype = str(dtype).removeprefix("torch.")
-    return config
-
-
 def _write_conversion(hf, tok, out: Path, dtype) -> None:
-    from safetensors.torch import save_file
+    from .export import write_plain_hf
 
     with atomic_dir(out) as tmp:
-        config = plain_config(hf.config, dtype)
-        config.architectures = [type(hf).__name__]
-        config.save_pretrained(tmp)
-        if getattr(hf, "generation_config", None) is not None and hf.can_generate():
-            hf.generation_config.save_pretrained(tmp)
-        seen: set[int] = set()
-        tensors = {}
-        for name, t in hf.state_dict().items():
-            if t.data_ptr() not in seen:  # tied weights once; from_pretrained re-ties them
-                seen.add(t.data_ptr())
-                tensors[name] = t.detach().to("cpu").contiguous()
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        tok.save_pretrained(tmp)
+        write_plain_hf(hf, hf.state_dict(), tok, tmp, dtype)
 
 
 def _check_gguf_header(path: Path) -> None:

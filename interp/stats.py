@@ -9,7 +9,6 @@ corpus and the token count.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import InterpError
-from .io import cache_dir
+from .io import atomic_path, cache_dir
 
 STARTERS = ("The", "In", "A", "It", "When", "Today", "There", "After", "Many", "This", "For",
             "Most")
@@ -75,10 +74,8 @@ def cached_samples(model, n_tokens: int, seed: int) -> list[list[int]]:
     if path.exists():
         return torch.load(path)
     seqs = sample_text(model, n_tokens, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(seqs, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(seqs, tmp)
     return seqs
 
 
@@ -158,8 +155,6 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
     for l in todo:
         result[l] = sums[l] / count
         if use_cache:
-            paths[l].parent.mkdir(parents=True, exist_ok=True)
-            tmp = paths[l].with_suffix(".tmp")
-            torch.save(result[l], tmp)
-            os.replace(tmp, paths[l])
+            with atomic_path(paths[l]) as tmp:
+                torch.save(result[l], tmp)
     return result
