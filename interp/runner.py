@@ -9,9 +9,12 @@ added on the bridge fire as usual, because those blocks are the bridge's wrapped
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 from torch import nn
+
+from .upstream import cache_kwargs, check_cache_filled
 
 # The attribute of the HF body that holds its block list, per architecture family.
 BLOCK_LISTS = {"llama": "layers", "gpt2": "h"}
@@ -59,16 +62,20 @@ class Runner:
         return the cache of this run (keys/values at every layer). stop: run only the blocks
         before `stop` (for reading activations there; the output is then not the model's)."""
         offset = prefix.get_seq_length() if prefix is not None else 0
-        positions = torch.arange(offset, offset + resid.shape[1], device=resid.device)
+        n = resid.shape[1]
+        positions = torch.arange(offset, offset + n, device=resid.device)
         x = resid
         if self.model.arch.family == "gpt2":
             # GPT2Model adds position embeddings to inputs_embeds; take them out beforehand.
             x = x - self.body.wpe(positions)
-        use_cache = prefix is not None or keep_cache
+        cache = prefix if prefix is not None else (new_cache() if keep_cache else None)
+        kw = {} if cache is None else cache_kwargs(self.body, cache)
         with self._blocks_from(start, stop):
-            out = self.body(inputs_embeds=x, past_key_values=prefix, use_cache=use_cache,
-                            cache_position=positions if use_cache else None)
-        return (out.last_hidden_state, out.past_key_values) if keep_cache else out.last_hidden_state
+            out = self.body(inputs_embeds=x, position_ids=positions[None],
+                            use_cache=cache is not None, **kw)
+        if cache is not None and len(range(self.n_layers)[start:stop]):
+            check_cache_filled(cache, start, offset + n)
+        return (out.last_hidden_state, cache) if keep_cache else out.last_hidden_state
 
     def logits_at(self, resid: torch.Tensor, start: int, positions: torch.Tensor, *,
                   prefix=None, select=None) -> torch.Tensor:
@@ -124,21 +131,22 @@ def frozen(model):
             p.requires_grad_(True)
 
 
-def kv_prefix(cache, rows: torch.Tensor, length: int):
-    """A fresh cache holding the first `length` positions of `rows` of `cache`, at every layer."""
+def new_cache():
     from transformers import DynamicCache
 
-    out = DynamicCache()
-    for i, layer in enumerate(cache.layers):
-        out.update(layer.keys[rows, :, :length], layer.values[rows, :, :length], i)
+    return DynamicCache()
+
+
+def kv_prefix(cache, rows: torch.Tensor, length: int):
+    """A fresh cache holding the first `length` positions of `rows` of `cache`, at every layer."""
+    out = copy_cache(cache)
+    out.batch_select_indices(rows)
+    extra = out.get_seq_length() - length
+    if extra > 0:  # a negative count removes that many positions, in every version we support
+        out.crop(-extra)
     return out
 
 
 def copy_cache(cache):
     """A fresh cache over the same keys/values: a forward appends to the cache it is given."""
-    from transformers import DynamicCache
-
-    out = DynamicCache()
-    for i, layer in enumerate(cache.layers):
-        out.update(layer.keys, layer.values, i)
-    return out
+    return copy.deepcopy(cache)
