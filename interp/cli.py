@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from .figures import save_figure
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Locate where a language model carries social bias and remove it.")
 
@@ -62,8 +64,27 @@ def build_prompt_sets(model, names: str, templates: Optional[int] = None) -> dic
 
 
 @app.command()
-def info(model: Optional[str] = ModelOpt):
-    """Show a model's architecture, mediator hooks and weight fingerprint."""
+def info(model: Optional[str] = ModelOpt,
+         versions: bool = typer.Option(False, "--versions",
+                                       help="Only the library versions; load no model.")):
+    """Show the library versions against the tested ranges, then a model's architecture,
+    mediator hooks and weight fingerprint."""
+    from .upstream import version_report
+
+    typer.echo(f"{'package':<18}{'installed':<16}{'CI (lock)':<16}tested range")
+    outside = []
+    for name, installed, locked, tested, ok in version_report():
+        flag = "" if ok else "   <- OUTSIDE the tested range"
+        typer.echo(f"{name:<18}{installed:<16}{locked:<16}{tested}{flag}")
+        if not ok:
+            outside.append(f"{name} {installed}")
+    if outside:
+        typer.secho(f"\n{', '.join(outside)}: not a version this release of interp was tested "
+                    "with; results may be wrong or it may fail. `make install` (from a clone) "
+                    "installs the tested versions of requirements.lock.", fg=typer.colors.YELLOW)
+    if versions:
+        return
+    typer.echo("")
     m = _load(model)
     a = m.arch
     typer.echo(repr(m))
@@ -98,22 +119,8 @@ def bias(
     typer.echo(report.table())
     if out:
         report.save(out)
-        report.plot().write_html(out / "bias.html", include_plotlyjs="cdn")
+        save_figure(report.plot(), out / "bias")
         typer.echo(f"\nwrote {out}/")
-
-
-def save_figure(fig, path: Path) -> list[Path]:
-    """Write `path`.html always, and `path`.png when a static renderer (kaleido + Chrome) works."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    html = path.with_suffix(".html")
-    fig.write_html(html, include_plotlyjs="cdn")
-    written = [html]
-    try:
-        fig.write_image(path.with_suffix(".png"), scale=2)
-        written.append(path.with_suffix(".png"))
-    except Exception:  # no kaleido or no Chrome: HTML is the figure
-        pass
-    return written
 
 
 def pick(prompt_set, limit: Optional[int], seed: int):

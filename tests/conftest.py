@@ -3,6 +3,9 @@ import os
 # Tests never reach a model hub: the bundled model and tiny random models are all they use.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# HTML figures only: a PNG costs seconds of kaleido where a Chromium is installed; test_figures
+# checks the PNG path on its own.
+os.environ["INTERP_PNG"] = "0"
 # Statistics caches go to a fresh folder, so tests never read a stale or a user's cache.
 os.environ["INTERP_CACHE"] = __import__("tempfile").mkdtemp(prefix="interp-test-cache-")
 
