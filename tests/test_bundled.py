@@ -16,6 +16,7 @@ TEXTS = ["The nurse said that", "The paralegal was promoted because",
          "After the meeting, the king said that", "Paris is the capital of"]
 
 
+@pytest.mark.smoke
 def test_logits_equal_plain_transformers(bundled):
     """Same weights, same attention kernel (the bridge runs HF's eager attention): same logits.
     Against HF's default SDPA kernel only float rounding differs."""
@@ -38,6 +39,29 @@ def test_logits_equal_plain_transformers(bundled):
     assert interp.models.weights_fingerprint(plain.state_dict()) == bundled.fingerprint()
 
 
+def test_shipped_samples_serve_the_bundled_model_only(bundled, monkeypatch):
+    """The statistics corpus of the bundled model comes with the package (no minute of
+    sampling); any other weights, seed or size samples as before."""
+    from interp import stats
+
+    n = 20000 - len(bundled.tokenizer(stats.neutral_text())["input_ids"])
+    rows = stats.shipped_samples(bundled.fingerprint(), n, 0)
+    assert rows is not None and sum(map(len, rows)) >= n
+    assert all(len(r) <= stats.SAMPLE_LENGTH + 1 for r in rows)
+    assert stats.shipped_samples("0" * 32, n, 0) is None
+    assert stats.shipped_samples(bundled.fingerprint(), n, 1) is None
+    assert stats.shipped_samples(bundled.fingerprint(), n + 1, 0) is None
+
+    def no_sampling(*a, **k):
+        raise AssertionError("sampled although the package ships these samples")
+
+    monkeypatch.setattr(stats, "sample_text", no_sampling)
+    monkeypatch.setenv("INTERP_CACHE", str(__import__("tempfile").mkdtemp()))
+    seqs, _ = stats.corpus_tokens(bundled, None, 20000, seed=0)
+    assert sum(map(len, seqs)) == 20000
+
+
+@pytest.mark.smoke
 def test_bundled_model_shows_the_known_biases(bundled):
     c = interp.metrics.Candidates.resolve(bundled)
     ps = P.from_templates(bundled, ["The {} said that"], ["nurse", "carpenter", "king", "queen"])
@@ -69,6 +93,7 @@ def test_cli_bias_prints_the_table(tmp_path):
     assert bad.exit_code == 2 and "HF_HUB_OFFLINE" in bad.output
 
 
+@pytest.mark.smoke
 def test_trace_engine_equals_reference_on_the_bundled_model(bundled):
     """A random third of the cells of one prompt (the tiny models' tests check whole grids),
     plus windowed MLP/attention cells, against one hooked forward per cell."""
