@@ -36,6 +36,7 @@ def nudged(model):
         assert model.fingerprint() == before
 
 
+@pytest.mark.smoke
 def test_perplexity_equals_plain_per_sequence_computation(tiny):
     # seq_len 100 leaves a short last window in the last batch: padding is exercised.
     result = C.perplexity(tiny, seq_len=100, batch_size=8)

@@ -64,6 +64,7 @@ def tiny_edit(tiny_llama):
     return edit, ps
 
 
+@pytest.mark.smoke
 def test_lsdm_returns_an_unapplied_low_rank_edit(tiny_llama, tiny_edit):
     edit, ps = tiny_edit
     assert edit.layers == [0, 1]
@@ -76,6 +77,7 @@ def test_lsdm_returns_an_unapplied_low_rank_edit(tiny_llama, tiny_edit):
         assert V.shape == (tiny_llama.arch.d_mlp, n_subjects)
 
 
+@pytest.mark.smoke
 def test_apply_and_revert_are_bit_exact(tiny_llama, tiny_edit):
     edit, _ = tiny_edit
     before = {k: v.clone() for k, v in tiny_llama.state_dict().items()}
@@ -157,6 +159,7 @@ def _versions(model):
     return E, E.versions(model, ps, ["It was a long day", "Yes"])
 
 
+@pytest.mark.smoke
 def test_resumed_downstream_run_equals_a_plain_forward(tiny):
     from interp.forward import last_token_logprobs
 
@@ -170,6 +173,7 @@ def test_resumed_downstream_run_equals_a_plain_forward(tiny):
     assert (got - plain).abs().max() < 1e-4
 
 
+@pytest.mark.smoke
 def test_subject_reader_equals_reading_each_version_alone(tiny):
     from interp.runner import Runner, capture
 
@@ -207,6 +211,7 @@ def _last_token_logprobs(model, ps):
     return last_token_logprobs(model, [p.input_ids for p in ps], progress=False)
 
 
+@pytest.mark.smoke
 def test_last_token_edit_balances_its_prompts_and_keeps_the_preserved_ones(tiny_llama):
     ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:3])[:8]
     keep = P.definitional(tiny_llama, templates=P.TEMPLATES[:3], split="train")[:8]

@@ -49,6 +49,7 @@ def gguf_f32_file(gguf_f32):
     return gguf.GGUFReader(gguf_f32.path)
 
 
+@pytest.mark.smoke
 def test_gguf_f32_round_trips_exactly(gguf_f32):
     r = gguf_f32
     assert r.ok and r.max_abs_diff <= X.F32_TOLERANCE and r.kl <= 1e-9
@@ -132,6 +133,7 @@ def test_gguf_q8_0_reports_a_small_nonzero_difference(tiny_llama, tmp_path, gguf
     assert r.size_bytes < 0.5 * gguf_f32.size_bytes
 
 
+@pytest.mark.smoke
 def test_hf_directory_round_trips_with_the_edit_and_its_card(tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -166,6 +168,7 @@ def test_hf_directory_round_trips_with_the_edit_and_its_card(tiny_llama, tmp_pat
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.smoke
 def test_safetensors_round_trips_with_provenance(tiny_llama, tmp_path):
     from safetensors import safe_open
 

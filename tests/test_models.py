@@ -21,6 +21,7 @@ def test_tiny_models_have_expected_shape(tiny_llama, tiny_gpt2):
     assert (g.family, g.n_layers, g.d_mlp, g.gated_mlp) == ("gpt2", 4, 256, False)
 
 
+@pytest.mark.smoke
 def test_batched_last_token_logprobs_equal_one_by_one(tiny):
     texts = ["The nurse said that", "Hi", "The paralegal was promoted because of"]
     ids = [tiny.tokenizer(t)["input_ids"] for t in texts]

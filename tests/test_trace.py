@@ -38,6 +38,7 @@ def test_exact_engine_equals_reference_noise(tiny, window):
     assert np.allclose(result.prompts["corrupt"], corrupt, atol=1e-4)
 
 
+@pytest.mark.smoke
 def test_exact_engine_equals_reference_swap(tiny):
     ps = P.from_templates(tiny, ["The {} said that", "Yesterday the {} announced that"],
                           ["nurse", "carpenter"])
