@@ -39,7 +39,7 @@ def test_logits_equal_plain_transformers(bundled):
     assert interp.models.weights_fingerprint(plain.state_dict()) == bundled.fingerprint()
 
 
-def test_shipped_samples_serve_the_bundled_model_only(bundled, monkeypatch):
+def test_shipped_samples_serve_the_bundled_model_only(bundled, monkeypatch, tmp_path):
     """The statistics corpus of the bundled model comes with the package (no minute of
     sampling); any other weights, seed or size samples as before."""
     from interp import stats
@@ -56,7 +56,7 @@ def test_shipped_samples_serve_the_bundled_model_only(bundled, monkeypatch):
         raise AssertionError("sampled although the package ships these samples")
 
     monkeypatch.setattr(stats, "sample_text", no_sampling)
-    monkeypatch.setenv("INTERP_CACHE", str(__import__("tempfile").mkdtemp()))
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))  # no cached samples to read
     seqs, _ = stats.corpus_tokens(bundled, None, 20000, seed=0)
     assert sum(map(len, seqs)) == 20000
 
