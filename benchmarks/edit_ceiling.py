@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import interp  # noqa: E402
-from interp import edit as E  # noqa: E402
 from interp import prompts as P  # noqa: E402
+from interp.mitigate.keys import SubjectReader, versions  # noqa: E402
 
 
 def logodds_table(model, split: str) -> pd.DataFrame:
@@ -49,9 +49,9 @@ def structure(x: pd.DataFrame) -> dict:
 
 def keys(model, split: str, layers) -> tuple[list[str], dict[int, np.ndarray]]:
     """Keys at the subject's last token per layer, averaged over the edit templates' contexts."""
-    v = E.versions(model, P.professions(model, split, templates=E.EDIT_TEMPLATES), [])
+    v = versions(model, P.professions(model, split, templates=interp.EDIT_TEMPLATES), [])
     names = {l: model.arch.hook("mlp_key", l) for l in layers}
-    got = E.SubjectReader(model, v).read(list(names.values()), stop=max(layers) + 1)
+    got = SubjectReader(model, v).read(list(names.values()), stop=max(layers) + 1)
     return v.subjects, {l: got[n].numpy() for l, n in names.items()}
 
 

@@ -27,9 +27,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pandas as pd  # noqa: E402
 
 import interp  # noqa: E402
+from interp import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES  # noqa: E402
 from interp import capability as cap  # noqa: E402
 from interp import prompts as P  # noqa: E402
-from interp.edit import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES  # noqa: E402
 
 
 def measure(model, reference, last_templates=LAST_TOKEN_TEMPLATES) -> dict:

@@ -22,18 +22,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 import interp  # noqa: E402
-from interp import edit as E  # noqa: E402
 from interp import prompts as P  # noqa: E402
-from interp.metrics import Candidates  # noqa: E402
-from interp.runner import frozen  # noqa: E402
-from interp.stats import key_second_moments  # noqa: E402
+from interp.measure.metrics import Candidates  # noqa: E402
+from interp.mitigate.keys import generated_prefixes, versions  # noqa: E402
+from interp.mitigate.stats import key_second_moments  # noqa: E402
+from interp.mitigate.targets import Downstream, optimise_targets  # noqa: E402
+from interp.model.runner import frozen  # noqa: E402
 
 
 def adam_targets(model, v, layer, *, steps, lr=1.0, tol=0.1):
     """The reference: plain Adam on mean (log-odds)² over the same rows, per-subject δ."""
     c = Candidates.resolve(model)
     pair = [c.ids["male"], c.ids["female"]]
-    down = E.Downstream(model, v, layer)  # the same resumable run the editor uses
+    down = Downstream(model, v, layer)  # the same resumable run the editor uses
     n = int(down.owner.max()) + 1
     delta = torch.zeros((n, down.at_subject.shape[-1]), requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
@@ -66,7 +67,7 @@ def main():
     os.environ["INTERP_CACHE"] = tempfile.mkdtemp(prefix="interp-bench-")
     layers = [int(x) for x in args.layers.split(",")]
     model = interp.load_model()
-    prompts = P.professions(model, "train", templates=E.EDIT_TEMPLATES)
+    prompts = P.professions(model, "train", templates=interp.EDIT_TEMPLATES)
     if args.subjects:
         keep = set(prompts.subjects()[: args.subjects])
         prompts = prompts.filter(lambda p: p.subject in keep)
@@ -75,11 +76,11 @@ def main():
     timed("key statistics (uncached)", lambda: key_second_moments(model, layers, progress=False))
     C, _ = timed("key statistics (cached)", lambda: key_second_moments(model, layers,
                                                                           progress=False))
-    prefixes, _ = timed("prefixes and versions", lambda: E.generated_prefixes(model, 1, 8, 0))
-    v = E.versions(model, prompts, prefixes)
+    prefixes, _ = timed("prefixes and versions", lambda: generated_prefixes(model, 1, 8, 0))
+    v = versions(model, prompts, prefixes)
     print(f"  {len(v.ids)} rows (subjects × templates × versions)")
     (targets, rep), t_gn = timed("targets: Gauss-Newton (interp)",
-                                 lambda: E.optimise_targets(model, v, max(layers), strict=False,
+                                 lambda: optimise_targets(model, v, max(layers), strict=False,
                                                             progress=False))
     print(f"  |log-odds| {rep['abs_logodds_before']:.3f} -> {rep['abs_logodds_after']:.3f} "
           f"in {rep['iterations']} iterations")

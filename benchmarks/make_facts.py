@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 import interp  # noqa: E402
 from interp import capability  # noqa: E402
-from interp.io import atomic_write  # noqa: E402
+from interp.common.io import atomic_write  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "interp" / "data" / "facts.csv"
 # Kept facts must beat the runner-up token by this many nats, so that float noise (another batch

@@ -21,8 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 import interp  # noqa: E402
-from interp import stats  # noqa: E402
-from interp.io import atomic_path  # noqa: E402
+from interp.common.io import atomic_path  # noqa: E402
+from interp.mitigate import stats  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "interp" / "data" / stats.SHIPPED_SAMPLES
 STATS_TOKENS = 20000  # interp.lsdm's default stats_tokens

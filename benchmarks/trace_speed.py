@@ -24,8 +24,8 @@ from transformer_lens import patching  # noqa: E402
 
 import interp  # noqa: E402
 from interp import prompts as P  # noqa: E402
-from interp.corruption import Noise, Swap  # noqa: E402
-from interp.metrics import Candidates  # noqa: E402
+from interp.locate.corruption import Noise, Swap  # noqa: E402
+from interp.measure.metrics import Candidates  # noqa: E402
 
 TL_KINDS = ("resid", "attn", "mlp")  # the order of get_act_patch_block_every's output
 

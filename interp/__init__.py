@@ -1,9 +1,22 @@
-"""interp: locate where a language model carries social bias and remove it with a verified edit."""
+"""interp: locate where a language model carries social bias and remove it with a verified edit.
 
-from . import metrics, prompts
-from .arch import Architecture
-from .bias import BiasReport, bias
-from .errors import (
+The package follows the loop, one subpackage per stage; imports point one way, down this list:
+
+    common/    errors, atomic writes, figure files (everything may use it)
+    model/     load, architecture adapters, the resumable runner, fingerprints
+    measure/   prompt sets, metrics, bias reports, capability and benchmark suites, evaluate
+    locate/    corruptions, the tracing engines, TraceResult and its figures
+    mitigate/  key statistics, LSDM, Edit, verify
+    export/    HF directory, safetensors and GGUF writers, reload check, model card
+    studies/   studies built on the loop
+    cli.py, sweep/, report.py: the applications on top
+
+This module is the public surface: the names below are what a user needs for the whole loop.
+"""
+
+import sys
+
+from .common.errors import (
     EmptyPromptSetError,
     InterpError,
     ModelLoadError,
@@ -11,22 +24,36 @@ from .errors import (
     TokenizationError,
     UnsupportedArchitectureError,
 )
-from .models import Model, load_model
-from .prompts import Prompt, PromptSet
-from .result import TraceComparison, TraceResult
-from .trace import TraceSpec, trace
-from .edit import Edit, EditError, lsdm
-from .evaluate import EvalReport, evaluate
-from .verify import Verification, verify
-from .export import ExportResult, export
+from .common.figures import save_figure
+from .common.version import __version__
+from .export.result import ExportResult
+from .export.run import export
+from .locate.result import TraceComparison, TraceResult
+from .locate.spec import TraceSpec
+from .locate.trace import trace
+from .measure import capability, metrics, prompts, suites
+from .measure.bias import BiasReport, bias
+from .measure.evaluate import EvalReport, evaluate
+from .measure.prompts import Prompt, PromptSet
+from .mitigate.edit import Edit, EditError
+from .mitigate.lsdm import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES, lsdm
+from .mitigate.verify import Verification, verify
+from .model.arch import Architecture
+from .model.load import Model, load_model
 from .sweep import SweepResult, run_sweep
-from . import capability, suites
 
 __all__ = [
-    "Architecture", "BiasReport", "Edit", "EditError", "EvalReport", "ExportResult",
-    "SweepResult", "Verification", "capability", "run_sweep", "evaluate", "export", "lsdm", "suites", "verify", "EmptyPromptSetError", "InterpError", "Model", "ModelLoadError",
-    "Prompt", "PromptSet", "TemplateError", "TokenizationError", "UnsupportedArchitectureError",
-    "TraceComparison", "TraceResult", "TraceSpec", "bias", "load_model", "metrics", "prompts",
-    "trace",
+    "EDIT_TEMPLATES", "LAST_TOKEN_TEMPLATES", "Architecture", "BiasReport", "Edit", "EditError",
+    "EmptyPromptSetError", "EvalReport", "ExportResult", "InterpError", "Model",
+    "ModelLoadError", "Prompt", "PromptSet", "SweepResult", "TemplateError", "TokenizationError",
+    "TraceComparison", "TraceResult", "TraceSpec", "UnsupportedArchitectureError",
+    "Verification", "__version__", "bias", "capability", "evaluate", "export", "load_model",
+    "lsdm", "metrics", "prompts", "run_sweep", "save_figure", "suites", "trace", "verify",
 ]
-__version__ = "0.1.0"
+
+# The measuring modules that were public before the stage folders keep their import paths
+# (`from interp.prompts import PromptSet`, `import interp.suites`).
+for _name, _module in {"capability": capability, "metrics": metrics, "prompts": prompts,
+                       "suites": suites}.items():
+    sys.modules[f"{__name__}.{_name}"] = _module
+del _name, _module

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .figures import save_figure
+from .common.figures import save_figure
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Locate where a language model carries social bias and remove it.")
@@ -20,6 +20,11 @@ BUILTIN_SETS = ("train", "test", "all", "definitional", "definitional-train", "d
 ModelOpt = typer.Option(None, "--model", "-m",
                         help="Bundled model (default), a .gguf file, an HF directory or hub name, "
                              "or tiny-llama / tiny-gpt2.")
+TemplatesOpt = typer.Option(None, help="Use only the first N built-in templates.")
+
+
+def prompts_option(default: str, help: str):
+    return typer.Option(default, "--prompts", "-p", help=help)
 
 
 def _fail(message: str) -> None:
@@ -28,8 +33,8 @@ def _fail(message: str) -> None:
 
 
 def _load(model: Optional[str]):
-    from . import load_model
-    from .errors import InterpError
+    from .common.errors import InterpError
+    from .model.load import load_model
 
     try:
         return load_model(model)
@@ -40,7 +45,7 @@ def _load(model: Optional[str]):
 def build_prompt_sets(model, names: str, templates: Optional[int] = None) -> dict:
     """Prompt sets from a comma list of built-in names (train, test, all, definitional) or JSONL
     paths; `templates` keeps the first N templates of the built-in sets."""
-    from . import prompts as P
+    from .measure import prompts as P
 
     chosen = P.TEMPLATES[:templates] if templates else P.TEMPLATES
     sets = {}
@@ -69,7 +74,7 @@ def info(model: Optional[str] = ModelOpt,
                                        help="Only the library versions; load no model.")):
     """Show the library versions against the tested ranges, then a model's architecture,
     mediator hooks and weight fingerprint."""
-    from .upstream import version_report
+    from .model.upstream import version_report
 
     typer.echo(f"{'package':<18}{'installed':<16}{'CI (lock)':<16}tested range")
     outside = []
@@ -98,16 +103,16 @@ def info(model: Optional[str] = ModelOpt,
 @app.command()
 def bias(
     model: Optional[str] = ModelOpt,
-    prompts: str = typer.Option("train,test,definitional", "--prompts", "-p",
-                                help="Comma list of train, test, all, definitional or JSONL files."),
-    templates: Optional[int] = typer.Option(None, help="Use only the first N built-in templates."),
+    prompts: str = prompts_option("train,test,definitional",
+                                  "Comma list of train, test, all, definitional or JSONL files."),
+    templates: Optional[int] = TemplatesOpt,
     batch_size: int = typer.Option(64, help="Prompts per forward pass."),
     out: Optional[Path] = typer.Option(None, help="Directory to save the per-prompt table, "
                                                   "summary and a figure."),
 ):
     """Print bias scores of a model on prompt sets as a table."""
-    from . import bias as measure_bias
-    from .errors import InterpError
+    from .common.errors import InterpError
+    from .measure.bias import bias as measure_bias
 
     m = _load(model)
     try:
@@ -123,24 +128,10 @@ def bias(
         typer.echo(f"\nwrote {out}/")
 
 
-def pick(prompt_set, limit: Optional[int], seed: int):
-    """At most `limit` prompts, a seeded sample spread over the set."""
-    from .prompts import PromptSet
-
-    if not limit or limit >= len(prompt_set):
-        return prompt_set
-    import numpy as np
-
-    idx = sorted(np.random.default_rng(seed).choice(len(prompt_set), limit, replace=False))
-    return PromptSet([prompt_set[int(i)] for i in idx], name=prompt_set.name,
-                     dropped=prompt_set.dropped)
-
-
 @app.command()
 def trace(
     model: Optional[str] = ModelOpt,
-    prompts: str = typer.Option("train", "--prompts", "-p",
-                                help="train, test, all, definitional, or a JSONL file."),
+    prompts: str = prompts_option("train", "train, test, all, definitional, or a JSONL file."),
     kinds: str = typer.Option("resid,mlp,attn", help="Comma list of resid, mlp, attn, head."),
     corruption: str = typer.Option("noise", help="noise or swap."),
     metric: str = typer.Option("logodds", help="logodds, gap, abs_gap, p_male, p_female."),
@@ -148,7 +139,7 @@ def trace(
     samples: int = typer.Option(3, help="Noise samples per prompt."),
     seed: int = typer.Option(0, help="Noise seed (and prompt sampling seed)."),
     method: str = typer.Option("exact", help="exact or attribution."),
-    templates: Optional[int] = typer.Option(None, help="Use only the first N built-in templates."),
+    templates: Optional[int] = TemplatesOpt,
     limit: Optional[int] = typer.Option(None, help="Trace at most N prompts (seeded sample)."),
     swap_words: str = typer.Option("person,man,woman",
                                    help="Swap corruption: replacement words, first fit wins."),
@@ -156,8 +147,9 @@ def trace(
     out: Path = typer.Option(Path("runs/trace"), help="Output directory."),
 ):
     """Causal tracing: restore each site's clean activation into the corrupted run."""
-    from . import trace as run_trace
-    from .errors import InterpError
+    from .common.errors import InterpError
+    from .locate.trace import trace as run_trace
+    from .measure.prompts import pick
 
     m = _load(model)
     sets = build_prompt_sets(m, prompts, templates)
@@ -208,9 +200,9 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, help="Directory to save the report(s)."),
 ):
     """Bias and capability suites, each number with its 95% interval."""
-    from . import evaluate as run_eval
-    from .capability import next_token_logprobs
-    from .errors import InterpError
+    from .common.errors import InterpError
+    from .measure.capability import next_token_logprobs
+    from .measure.evaluate import evaluate as run_eval
 
     m = _load(model)
     names = [s.strip() for s in suites.split(",") if s.strip()]
@@ -222,8 +214,8 @@ def evaluate(
             if out:
                 before.save(out)
             return
-        from .edit import Edit
-        from .evaluate import comparison_table
+        from .measure.evaluate import comparison_table
+        from .mitigate.edit import Edit
 
         e = Edit.load(edit)
         reference = next_token_logprobs(m)
@@ -240,12 +232,11 @@ def evaluate(
 @app.command()
 def edit(
     model: Optional[str] = ModelOpt,
-    prompts: str = typer.Option("train", "--prompts", "-p",
-                                help="Prompts to debias: train, all, or a JSONL file."),
+    prompts: str = prompts_option("train", "Prompts to debias: train, all, or a JSONL file."),
     layers: Optional[str] = typer.Option(None, help="Comma list of MLP layers; default: trace "
                                                     "and take the suggested band."),
     lam: float = typer.Option(None, help="Weight of the preservation statistics (λ)."),
-    templates: Optional[int] = typer.Option(None, help="Use only the first N built-in templates."),
+    templates: Optional[int] = TemplatesOpt,
     seed: int = typer.Option(0, help="Seed of prefixes, statistics samples and the trace."),
     site: str = typer.Option("subject", help="Where keys and targets are: subject (the "
                              "paper's last subject token) or last (the prompt's last token)."),
@@ -257,9 +248,12 @@ def edit(
     verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
 ):
     """Fit an LSDM edit (a closed-form update of the located MLP weights) and save it."""
-    from . import lsdm, trace as run_trace, verify as run_verify
-    from .edit import SITE_TOKEN, check_site
-    from .errors import InterpError
+    from .common.errors import InterpError
+    from .locate.trace import trace as run_trace
+    from .measure.prompts import pick
+    from .mitigate.keys import SITE_TOKEN, check_site
+    from .mitigate.lsdm import lsdm
+    from .mitigate.verify import verify as run_verify
 
     m = _load(model)
     sets = build_prompt_sets(m, prompts, templates)
@@ -308,9 +302,9 @@ def export_cmd(
     verify: bool = typer.Option(True, help="Reload in a fresh process and compare logits."),
 ):
     """Export a (possibly edited) model; the export is reloaded and checked against it."""
-    from .edit import Edit
-    from .errors import InterpError
-    from .export import export
+    from .common.errors import InterpError
+    from .export.run import export
+    from .mitigate.edit import Edit
 
     m = _load(model)
     try:
@@ -329,8 +323,8 @@ def sweep(
                                                   "`out`)."),
 ):
     """Run a grid of traces and LSDM edits from a TOML file; a rerun resumes where it stopped."""
-    from .errors import InterpError
-    from .sweep import run_sweep
+    from .common.errors import InterpError
+    from .sweep.run import run_sweep
 
     try:
         result = run_sweep(config, out, progress=True)
@@ -351,10 +345,12 @@ def demo(
 ):
     """The whole loop on the bundled model: trace the train occupations, pick the MLP layers,
     fit LSDM, re-trace and evaluate before/after, export, and write figures and a report."""
-    from . import lsdm, trace as run_trace, verify as run_verify
-    from . import prompts as P
-    from .edit import EDIT_TEMPLATES
-    from .export import export
+    from .export.run import export
+    from .locate.trace import trace as run_trace
+    from .measure import prompts as P
+    from .measure.prompts import pick
+    from .mitigate.lsdm import EDIT_TEMPLATES, lsdm
+    from .mitigate.verify import verify as run_verify
     from .report import demo_report
 
     start = time.time()

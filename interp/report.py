@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .evaluate import format_ci
-from .io import atomic_write
+from .common.io import atomic_write
+from .measure.evaluate import format_ci
 
 
 def bias_figure(before, after):

@@ -31,7 +31,7 @@ def tiny(request, tiny_llama, tiny_gpt2):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from interp.models import bundled_tokenizer
+    from interp.model.load import bundled_tokenizer
 
     return bundled_tokenizer()
 

@@ -7,8 +7,8 @@ one site. The fast engine must equal it.
 
 import torch
 
-from interp.corruption import Swap
-from interp.trace import window_layers
+from interp.locate.corruption import Swap
+from interp.locate.spec import window_layers
 
 HOOK = {"resid": "blocks.{}.hook_resid_pre", "mlp": "blocks.{}.hook_mlp_out",
         "attn": "blocks.{}.hook_attn_out", "head": "blocks.{}.attn.hook_z"}

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 import interp
 from interp import prompts as P
 from interp.cli import app
-from interp.models import bundled_gguf
+from interp.model.load import bundled_gguf
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +36,13 @@ def test_logits_equal_plain_transformers(bundled):
             assert (via_bridge - r).abs().max().item() <= 1e-5
             assert (ours - k).abs().max().item() <= 1e-4
     assert (ref[0] - kernel[0]).abs().max().item() > 0  # the kernels really differ
-    assert interp.models.weights_fingerprint(plain.state_dict()) == bundled.fingerprint()
+    assert interp.model.fingerprint.weights_fingerprint(plain.state_dict()) == bundled.fingerprint()
 
 
 def test_shipped_samples_serve_the_bundled_model_only(bundled, monkeypatch, tmp_path):
     """The statistics corpus of the bundled model comes with the package (no minute of
     sampling); any other weights, seed or size samples as before."""
-    from interp import stats
+    from interp.mitigate import stats
 
     n = 20000 - len(bundled.tokenizer(stats.neutral_text())["input_ids"])
     rows = stats.shipped_samples(bundled.fingerprint(), n, 0)
@@ -99,8 +99,9 @@ def test_trace_engine_equals_reference_on_the_bundled_model(bundled):
     plus windowed MLP/attention cells, against one hooked forward per cell."""
     import random
 
-    from interp.corruption import Noise
     from reference_trace import engine_cells, reference_trace
+
+    from interp.locate.corruption import Noise
 
     ps = P.from_templates(bundled, ["The {} said that"], ["nurse"])
     c = interp.metrics.Candidates.resolve(bundled)

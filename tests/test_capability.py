@@ -81,7 +81,7 @@ def test_factual_recall_equals_direct_argmax(tiny_llama):
 def own_answers(model, frame):
     """`frame` with every other answer replaced by the model's greedy token, where that token
     round-trips through the tokenizer as one token."""
-    from interp.forward import last_token_logprobs
+    from interp.model.forward import last_token_logprobs
 
     ids = [model.tokenizer(p)["input_ids"] for p in frame["prompt"]]
     top = last_token_logprobs(model, ids).argmax(-1).tolist()

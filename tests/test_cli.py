@@ -64,7 +64,7 @@ def test_cli_edit_at_the_last_token_with_preserved_prompts(tmp_path):
     edit = interp.Edit.load(out / "edit.safetensors")
     assert edit.meta["site"] == "last" and edit.meta["preserve"]["weight"] == 0.1
     assert set(edit.meta["preserve"]["subjects"]) <= set(
-        interp.prompts.definitional(interp.models.bundled_tokenizer(), split="train").subjects())
+        interp.prompts.definitional(interp.model.load.bundled_tokenizer(), split="train").subjects())
     bad = CliRunner().invoke(app, ["edit", "--model", "tiny-llama", "--templates", "1",
                                    "--layers", "3", "--site", "middle", "--out", str(out)])
     assert bad.exit_code == 2 and "site must be one of" in bad.output

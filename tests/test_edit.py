@@ -3,7 +3,9 @@ import torch
 
 import interp
 from interp import prompts as P
-from interp.edit import Edit, EditError, lsdm, solve_update
+from interp.mitigate.edit import Edit, EditError
+from interp.mitigate.lsdm import lsdm
+from interp.mitigate.solve import solve_update
 
 
 def random_problem(d_in=48, d_out=16, n=5, seed=0):
@@ -130,7 +132,7 @@ def test_bad_edit_input_is_a_clear_error(tiny_llama):
 
 
 def test_condition_estimate_is_close_to_the_eigenvalue_ratio():
-    from interp.edit import condition_number
+    from interp.mitigate.solve import condition_number
 
     g = torch.Generator().manual_seed(2)
     q, _ = torch.linalg.qr(torch.randn(64, 64, generator=g, dtype=torch.float64))
@@ -153,18 +155,19 @@ def test_fitted_prompt_bias_in_the_provenance_is_what_the_model_shows(tiny_llama
 
 
 def _versions(model):
-    from interp import edit as E
+    from interp.mitigate.keys import versions
 
-    ps = P.professions(model, "train", templates=E.EDIT_TEMPLATES)[:18]
-    return E, E.versions(model, ps, ["It was a long day", "Yes"])
+    ps = P.professions(model, "train", templates=interp.EDIT_TEMPLATES)[:18]
+    return versions(model, ps, ["It was a long day", "Yes"])
 
 
 @pytest.mark.smoke
 def test_resumed_downstream_run_equals_a_plain_forward(tiny):
-    from interp.forward import last_token_logprobs
+    from interp.mitigate.targets import Downstream
+    from interp.model.forward import last_token_logprobs
 
-    E, v = _versions(tiny)
-    down = E.Downstream(tiny, v, layer=1, chunk=5)
+    v = _versions(tiny)
+    down = Downstream(tiny, v, layer=1, chunk=5)
     plain = last_token_logprobs(tiny, v.ids, progress=False)
     got = torch.empty_like(plain)
     with torch.no_grad():
@@ -175,11 +178,12 @@ def test_resumed_downstream_run_equals_a_plain_forward(tiny):
 
 @pytest.mark.smoke
 def test_subject_reader_equals_reading_each_version_alone(tiny):
-    from interp.runner import Runner, capture
+    from interp.mitigate.keys import SubjectReader
+    from interp.model.runner import Runner, capture
 
-    E, v = _versions(tiny)
+    v = _versions(tiny)
     name = tiny.arch.hook("mlp_key", 1)
-    reader = E.SubjectReader(tiny, v, batch_size=7)
+    reader = SubjectReader(tiny, v, batch_size=7)
     first = reader.read([name], stop=2, keep=1)[name]
     resumed = reader.read([name], start=1, stop=2)[name]  # from the stream kept at layer 1
     runner, rows = Runner(tiny), []
@@ -194,19 +198,19 @@ def test_subject_reader_equals_reading_each_version_alone(tiny):
 
 
 def test_last_token_versions_have_one_key_each(tiny_llama):
-    from interp import edit as E
+    from interp.mitigate.keys import versions
 
-    ps = P.professions(tiny_llama, "train", templates=E.EDIT_TEMPLATES)[:6]
-    v = E.versions(tiny_llama, ps, ["It was a long day"], site="last")
+    ps = P.professions(tiny_llama, "train", templates=interp.EDIT_TEMPLATES)[:6]
+    v = versions(tiny_llama, ps, ["It was a long day"], site="last")
     assert v.subject_last == [len(ids) - 1 for ids in v.ids]
     assert v.prompt == list(range(len(v.ids))) and len(v.subjects) == len(v.ids)
     assert sorted(v.context) == [0] * len(ps) + [1] * len(ps)
     with pytest.raises(EditError, match="site must be one of"):
-        E.versions(tiny_llama, ps, [], site="middle")
+        versions(tiny_llama, ps, [], site="middle")
 
 
 def _last_token_logprobs(model, ps):
-    from interp.forward import last_token_logprobs
+    from interp.model.forward import last_token_logprobs
 
     return last_token_logprobs(model, [p.input_ids for p in ps], progress=False)
 
@@ -244,7 +248,7 @@ def test_last_token_edit_balances_its_prompts_and_keeps_the_preserved_ones(tiny_
 
 
 def test_sampled_corpus_is_seeded_and_no_longer_than_needed(tiny_llama):
-    from interp.stats import corpus_tokens, key_second_moments, sample_text
+    from interp.mitigate.stats import corpus_tokens, key_second_moments, sample_text
 
     a = sample_text(tiny_llama, 300, seed=3, length=16, batch_size=8)
     assert a == sample_text(tiny_llama, 300, seed=3, length=16, batch_size=8)

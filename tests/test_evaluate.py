@@ -4,9 +4,9 @@ import pytest
 import interp
 from interp import capability as cap
 from interp import prompts as P
-from interp.errors import InterpError
-from interp.evaluate import EvalReport, comparison_table, evaluate
-from interp.verify import Verification, prompts_of, verify
+from interp.common.errors import InterpError
+from interp.measure.evaluate import EvalReport, comparison_table, evaluate
+from interp.mitigate.verify import Verification, prompts_of, verify
 
 
 @pytest.fixture(scope="module")

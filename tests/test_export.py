@@ -1,4 +1,3 @@
-import importlib
 import json
 import os
 from pathlib import Path
@@ -8,11 +7,18 @@ import pytest
 import torch
 
 import interp
-from interp.edit import Edit, EditError
-from interp.export import ExportError, UnsupportedExportError, VerificationError, export
-from interp.models import gguf_conversion_dir
-
-X = importlib.import_module("interp.export")  # the module: interp.export is also the function
+from interp.export import (
+    ExportError,
+    UnsupportedExportError,
+    VerificationError,
+    check,
+    export,
+    gguf_file,
+    run,
+    tensors,
+)
+from interp.mitigate.edit import Edit, EditError
+from interp.model.load import gguf_conversion_dir
 
 
 def small_edit(model, layer=1, seed=0, fingerprint=None):
@@ -52,7 +58,7 @@ def gguf_f32_file(gguf_f32):
 @pytest.mark.smoke
 def test_gguf_f32_round_trips_exactly(gguf_f32):
     r = gguf_f32
-    assert r.ok and r.max_abs_diff <= X.F32_TOLERANCE and r.kl <= 1e-9
+    assert r.ok and r.max_abs_diff <= check.F32_TOLERANCE and r.kl <= 1e-9
     assert r.weights_identical and r.tokenizer_ok
     assert r.path.is_file() and r.size_bytes == r.path.stat().st_size
     assert r.tensor_types == {"F32": 38}
@@ -62,7 +68,7 @@ def test_gguf_f32_round_trips_exactly(gguf_f32):
 def test_gguf_has_llama_cpp_names_metadata_and_tokenizer(gguf_f32_file, tiny_llama):
     import gguf
 
-    from interp.models import bundled_gguf
+    from interp.model.load import bundled_gguf
 
     reader = gguf_f32_file
     names = {t.name for t in reader.tensors}
@@ -89,7 +95,7 @@ def test_gguf_has_llama_cpp_names_metadata_and_tokenizer(gguf_f32_file, tiny_lla
     assert value("interp.fingerprint") == tiny_llama.fingerprint()
     # The tiny model borrows the bundled tokenizer, so its tokenizer fields are the bundled ones;
     # the bundled file's general.* fields (SmolLM2's size, licence) are not copied.
-    source = X.source_fields(Path(*bundled_gguf()))
+    source = gguf_file.source_fields(Path(*bundled_gguf()))
     for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.eos_token_id",
                 "tokenizer.ggml.merges", "tokenizer.chat_template"):
         assert value(key) == source[key][0]
@@ -121,7 +127,7 @@ def test_permute_is_what_transformers_undoes():
     w = torch.randn(6 * 8, 5)
     for n_head, n_kv in ((6, 6), (6, 2)):  # Q (and K without grouping), K with grouped heads
         t = w[: n_kv * 8]
-        back = undo._reverse_permute_weights(X.permute_qk(t, n_head, n_kv).numpy(), n_head, n_kv)
+        back = undo._reverse_permute_weights(gguf_file.permute_qk(t, n_head, n_kv).numpy(), n_head, n_kv)
         assert np.array_equal(back, t.numpy())
 
 
@@ -142,7 +148,7 @@ def test_hf_directory_round_trips_with_the_edit_and_its_card(tiny_llama, tmp_pat
     out = tmp_path / "tiny-edited"
     r = export(tiny_llama, out, "hf", edit=edit)  # not applied: the export applies it for itself
     assert tiny_llama.fingerprint() == base  # ... and reverts it
-    assert r.ok and r.max_abs_diff <= X.F32_TOLERANCE and r.weights_identical and r.tokenizer_ok
+    assert r.ok and r.max_abs_diff <= check.F32_TOLERANCE and r.weights_identical and r.tokenizer_ok
     assert r.fingerprint != base
     files = {p.name for p in out.iterdir()}
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -151,7 +157,7 @@ def test_hf_directory_round_trips_with_the_edit_and_its_card(tiny_llama, tmp_pat
     # Plain transformers loads it, with lm_head tied to the embedding again.
     hf = AutoModelForCausalLM.from_pretrained(out)
     assert hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr()
-    from interp.models import canonical_state_dict, weights_fingerprint
+    from interp.model.fingerprint import canonical_state_dict, weights_fingerprint
 
     assert weights_fingerprint(canonical_state_dict(hf)) == r.fingerprint
     card = (out / "README.md").read_text()
@@ -176,7 +182,7 @@ def test_safetensors_round_trips_with_provenance(tiny_llama, tmp_path):
     with edit.applied(tiny_llama):  # already applied: exported as it is
         edited = tiny_llama.fingerprint()
         r = export(tiny_llama, tmp_path / "tiny.safetensors", "safetensors", edit=edit)
-    assert r.ok and r.max_abs_diff <= X.F32_TOLERANCE and r.weights_identical
+    assert r.ok and r.max_abs_diff <= check.F32_TOLERANCE and r.weights_identical
     assert r.fingerprint == edited and r.tokenizer_ok is None
     with safe_open(str(r.path), framework="pt") as f:
         meta, keys = f.metadata(), set(f.keys())
@@ -199,7 +205,7 @@ def test_f16_export_stores_f16_and_reports_its_difference(tiny_llama, tmp_path):
 def test_exported_config_drops_the_gguf_loader_notes(tiny_llama, monkeypatch):
     config = tiny_llama.hf.config
     monkeypatch.setattr(config, "quantization_config", {"quant_method": "gguf"}, raising=False)
-    out = X.export_config(tiny_llama, "f16").to_dict()
+    out = tensors.export_config(tiny_llama, "f16").to_dict()
     assert "quantization_config" not in out and out["dtype"] == "float16"
     assert out["architectures"] == ["LlamaForCausalLM"] and config.quantization_config
 
@@ -269,7 +275,7 @@ def test_a_failing_hf_export_keeps_the_old_directory(tiny_llama, tmp_path, monke
     out = tmp_path / "model"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    monkeypatch.setattr(X, "model_card", lambda *a, **k: 1 / 0)  # fails after the weights
+    monkeypatch.setattr(run, "model_card", lambda *a, **k: 1 / 0)  # fails after the weights
     with pytest.raises(ZeroDivisionError):
         export(tiny_llama, out, "hf", verify=False)
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
@@ -280,22 +286,22 @@ def test_an_f32_export_that_does_not_reproduce_the_model_is_not_written(tiny_lla
                                                                         monkeypatch):
     def fake_check(request):  # a reload that is off by 1e-3
         ids = request["ids"]
-        logits = X.last_token_logits(tiny_llama.hf, ids, "cpu") + 1e-3 * torch.arange(2).repeat(
+        logits = check.last_token_logits(tiny_llama.hf, ids, "cpu") + 1e-3 * torch.arange(2).repeat(
             tiny_llama.arch.vocab_size // 2)
         from safetensors.torch import save_file
 
         save_file({"logits": logits.contiguous()}, f"{request['out']}/logits.safetensors")
         return {"tokenizer_ids": None, "fingerprint": ""}
 
-    monkeypatch.setattr(X, "_run_check", fake_check)
+    monkeypatch.setattr(check, "_run_check", fake_check)
     with pytest.raises(VerificationError, match="does not reproduce.*nothing was written"):
         export(tiny_llama, tmp_path / "tiny.safetensors", "safetensors")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_reload_with_the_wrong_logits_shape_is_a_clear_error(tiny_llama, tmp_path, monkeypatch):
-    monkeypatch.setattr(X, "_load_logits", lambda path: torch.zeros(1, 3))
-    monkeypatch.setattr(X, "_run_check", lambda request: {"tokenizer_ids": None,
+    monkeypatch.setattr(check, "_load_logits", lambda path: torch.zeros(1, 3))
+    monkeypatch.setattr(check, "_run_check", lambda request: {"tokenizer_ids": None,
                                                           "fingerprint": ""})
     with pytest.raises(VerificationError, match="shape"):
         export(tiny_llama, tmp_path / "x.safetensors", "safetensors")
@@ -344,10 +350,10 @@ def test_q8_0_falls_back_for_rows_not_split_into_blocks():
     import gguf
 
     T = gguf.GGMLQuantizationType
-    assert X.storage_type((4, 64), "q8_0") == T.Q8_0
-    assert X.storage_type((4, 48), "q8_0") == T.F16  # 48 values do not split into 32-blocks
-    assert X.storage_type((64,), "q8_0") == T.F32 and X.storage_type((64,), "f16") == T.F32
-    assert X.storage_type((4, 48), "f16") == T.F16 and X.storage_type((4, 64), "f32") == T.F32
+    assert gguf_file.storage_type((4, 64), "q8_0") == T.Q8_0
+    assert gguf_file.storage_type((4, 48), "q8_0") == T.F16  # 48 values do not split into 32-blocks
+    assert gguf_file.storage_type((64,), "q8_0") == T.F32 and gguf_file.storage_type((64,), "f16") == T.F32
+    assert gguf_file.storage_type((4, 48), "f16") == T.F16 and gguf_file.storage_type((4, 64), "f32") == T.F32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +368,7 @@ def test_bundled_gguf_f32_export_reproduces_the_model_and_its_source(bundled, tm
     import gguf
 
     r = export(bundled, tmp_path / "smollm2.gguf", "gguf")
-    assert r.ok and r.max_abs_diff <= X.F32_TOLERANCE and r.tokenizer_ok and r.weights_identical
+    assert r.ok and r.max_abs_diff <= check.F32_TOLERANCE and r.tokenizer_ok and r.weights_identical
     ours, source = gguf.GGUFReader(r.path), gguf.GGUFReader(bundled.source["path"])
     src = {t.name: t for t in source.tensors}
     assert {t.name for t in ours.tensors} == set(src)

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import plotly.graph_objects as go
 import pytest
 
-from interp import figures
+from interp.common import figures
 
 
 class Scripts(HTMLParser):

@@ -1,6 +1,6 @@
 import pytest
 
-from interp.io import atomic_dir, atomic_write
+from interp.common.io import atomic_dir, atomic_write
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

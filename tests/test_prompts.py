@@ -4,7 +4,7 @@ import pytest
 
 import interp
 from interp import prompts as P
-from interp.prompts import Dropped, PromptSet, tokenize_prompt
+from interp.measure.prompts import Dropped, PromptSet, tokenize_prompt
 
 
 def test_occupation_table_and_split():

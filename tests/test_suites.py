@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from interp import suites
-from interp.errors import InterpError
+from interp.common.errors import InterpError
 from interp.suites import SuiteError, SuiteFormatError, SuiteResult
 
 FAST = {"n_boot": 200}

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 import interp
-import interp.edit
+import interp.locate.trace
+import interp.mitigate.lsdm
 from interp.sweep import (
     SweepConfigError,
     SweepResult,
@@ -56,14 +57,16 @@ def config(**changes) -> dict:
 
 
 class Calls:
-    """Counts calls of interp.trace and interp.edit.lsdm (the real functions still run);
+    """Counts calls of the tracer and of LSDM, as the sweep makes them (the real functions
+    still run);
     `fail_at` makes the n-th lsdm call raise instead, like a crash inside that cell."""
 
     def __init__(self, monkeypatch, fail_at=None, error=RuntimeError):
         self.trace = self.lsdm = 0
         self.fail_at, self.error = fail_at, error
-        monkeypatch.setattr(interp, "trace", self._count("trace", interp.trace))
-        monkeypatch.setattr(interp.edit, "lsdm", self._count("lsdm", interp.edit.lsdm))
+        tracing, fitting = interp.locate.trace, interp.mitigate.lsdm
+        monkeypatch.setattr(tracing, "trace", self._count("trace", tracing.trace))
+        monkeypatch.setattr(fitting, "lsdm", self._count("lsdm", fitting.lsdm))
 
     def _count(self, name, fn):
         @functools.wraps(fn)  # keeps the signature: the config checks lsdm's keywords
@@ -166,7 +169,7 @@ def test_run_writes_one_row_per_cell(finished):
         if cell.kind == "trace":
             assert interp.TraceResult.load(d / "trace").spec["window"] == cell.params["window"]
         else:
-            assert interp.edit.Edit.load(d / "edit.safetensors").layers == [0, 1]
+            assert interp.Edit.load(d / "edit.safetensors").layers == [0, 1]
             assert (d / "bias" / "summary.csv").is_file()
             assert (d / "capability" / "table.csv").is_file()
     loaded = SweepResult.load(out)
@@ -231,7 +234,7 @@ def test_a_crash_keeps_finished_cells_and_a_rerun_finishes(tiny_llama, tmp_path,
 def test_a_method_error_is_a_failed_cell_not_a_crash(tiny_llama, tmp_path, monkeypatch):
     out = tmp_path / "run"
     cfg = config(trace=None)
-    Calls(monkeypatch, fail_at=1, error=interp.edit.EditError)
+    Calls(monkeypatch, fail_at=1, error=interp.EditError)
     result = run_sweep(cfg, out, model=tiny_llama, progress=False)
     assert result.frame["status"].tolist() == ["failed", "done"]
     assert "simulated failure" in result.frame["error"].iloc[0]
@@ -272,7 +275,7 @@ def test_the_in_repo_tiny_config_runs(tiny_llama, tmp_path):
     ({"edit.layers": None}, r"edit.layers is missing"),
     ({"trace.corruptions": ["blur"]}, r"corruptions entry is 'blur'; use one of noise, swap"),
     ({"trace.kinds": [["mlp", "heads"]]}, r"trace.kinds entry is 'heads'"),
-    ({"edit.stepz": 3}, r"unknown key\(s\) \['stepz'\] in \[edit\] .*interp.edit.lsdm"),
+    ({"edit.stepz": 3}, r"unknown key\(s\) \['stepz'\] in \[edit\] .*interp.lsdm"),
     ({"edit.seed": 3}, r"'seed'.*top-level seed"),
     ({"prompts.train.source": "nope"}, r"\[prompts.train\] source is 'nope'; use one of"),
     ({"prompts.train.templates": 99}, r"\[prompts.train\] templates must be 1..18"),

@@ -1,13 +1,13 @@
 
 import numpy as np
 import pytest
+from reference_trace import engine_cells, reference_trace
 
 import interp
 from interp import prompts as P
-from interp.corruption import Noise, Swap
-from interp.metrics import Candidates
-from interp.result import token_group
-from reference_trace import engine_cells, reference_trace
+from interp.locate.corruption import Noise, Swap
+from interp.locate.groups import token_group
+from interp.measure.metrics import Candidates
 
 KINDS_ALL = ("resid", "mlp", "attn", "head")
 

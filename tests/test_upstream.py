@@ -6,9 +6,9 @@ pyproject.toml allows, besides the lock)."""
 import pytest
 import torch
 
-from interp.arch import HOOKS
-from interp.runner import Runner, kv_prefix, new_cache
-from interp.upstream import cache_kwargs, version_report, versions
+from interp.model.arch import HOOKS
+from interp.model.runner import Runner, kv_prefix, new_cache
+from interp.model.upstream import cache_kwargs, version_report, versions
 
 pytestmark = pytest.mark.smoke
 
@@ -120,13 +120,13 @@ def test_version_report_reads_the_declared_ranges():
 def test_the_lock_is_inside_the_ranges_pyproject_declares():
     """`make lock` resolves the lock from pyproject.toml; a range changed without a new lock
     (or a lock edited by hand) shows here."""
-    import tomllib
     from pathlib import Path
 
+    import tomllib
     from packaging.requirements import Requirement
     from packaging.version import Version
 
-    from interp.upstream import locked_versions
+    from interp.model.upstream import locked_versions
 
     root = Path(__file__).resolve().parents[1]
     pins = locked_versions()
@@ -145,7 +145,7 @@ def test_the_lock_is_inside_the_ranges_pyproject_declares():
 def test_info_says_plainly_when_a_version_is_outside_the_tested_range(monkeypatch):
     from typer.testing import CliRunner
 
-    import interp.upstream as up
+    import interp.model.upstream as up
     from interp.cli import app
 
     ok = CliRunner().invoke(app, ["info", "--versions"])

@@ -1,0 +1,164 @@
+"""The exact engine: every cell's restoration run, many cells per forward.
+
+It batches many cells from many prompts into one forward, starts each batch at the first layer
+it patches from the cached corrupted residual stream, reads logits only at each prompt's last
+token, and skips cells before the first corrupted position (restoring them is a no-op by
+causality: their effect is exactly 0).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..model.runner import Runner, capture, kv_prefix
+from .cells import Cells, Inputs, _pad_stack, corrupted_rows
+from .spec import KINDS, WINDOWED, window_layers
+
+
+class ExactEngine:
+    def __init__(self, model, kinds, window: int, metric, batch_size: int = 128,
+                 progress: bool | None = None):
+        self.model, self.kinds, self.window = model, tuple(kinds), window
+        self.metric, self.batch_size, self.progress = metric, batch_size, progress
+        self.runner = Runner(model)
+        self.arch = model.arch
+        self.L = model.arch.n_layers
+
+    def _hook(self, kind: str, layer: int) -> str:
+        return self.arch.hook(kind, layer)
+
+    def _run_cached(self, resid0: torch.Tensor, last: torch.Tensor, names):
+        store, hooks = capture(names)
+        with self.model.bridge.hooks(fwd_hooks=hooks):
+            logits = self.runner.logits_at(resid0, 0, last, select=self.metric.tokens)
+        return self.metric(logits), store
+
+    @torch.no_grad()
+    def run(self, inputs: Inputs, cells: Cells, chunk_prompts: int = 32):
+        """Per cell: the patched metric averaged over samples. Also clean and corrupted metrics
+        per prompt (corrupted averaged over samples)."""
+        n = len(inputs.prompts)
+        clean_m = np.zeros(n)
+        corrupt_m = np.zeros(n)
+        patched = np.zeros(len(cells))
+        order = np.argsort([len(p.input_ids) for p in inputs.prompts], kind="stable")
+        chunks = [order[i: i + chunk_prompts] for i in range(0, n, chunk_prompts)]
+        total_rows = sum(inputs.corrupt[i].shape[0] for i in range(n)) * (len(cells) / max(n, 1))
+        bar = tqdm(total=int(total_rows), desc="trace", unit="run",
+                   disable=not (self.progress if self.progress is not None else total_rows > 5000))
+        for chunk in chunks:
+            self._run_chunk(inputs, cells, np.asarray(chunk), clean_m, corrupt_m, patched, bar)
+        bar.close()
+        return clean_m, corrupt_m, patched
+
+    def _run_chunk(self, inputs, cells, chunk, clean_m, corrupt_m, patched, bar):
+        device = self.model.device
+        lengths = [len(inputs.prompts[i].input_ids) for i in chunk]
+        width = max(lengths)
+        local = {int(g): j for j, g in enumerate(chunk)}
+        last = torch.tensor([t - 1 for t in lengths], device=device)
+
+        # Clean run: the activations to restore.
+        names = [self._hook(k, l) for k in self.kinds for l in range(self.L)]
+        clean0 = _pad_stack([inputs.clean[i] for i in chunk], width)
+        m, clean_cache = self._run_cached(clean0, last, names)
+        clean_m[chunk] = m.double().cpu().numpy()
+
+        # Corrupted runs, one row per prompt and sample: their residual streams are where the
+        # patched runs start, their keys/values stand in for the positions a patch cannot reach.
+        corrupt0, row_prompt, rows_of = corrupted_rows(inputs, chunk, width)
+        store, hooks = capture([self.arch.hook("resid", l) for l in range(self.L)])
+        with self.model.bridge.hooks(fwd_hooks=hooks):
+            hidden, c_kv = self.runner.final_hidden(corrupt0, 0, keep_cache=True)
+        c_metric = self.metric(self.runner.unembed_at(hidden, last[row_prompt],
+                                                      select=self.metric.tokens)).double().cpu()
+        for j, i in enumerate(chunk):
+            corrupt_m[i] = float(c_metric[rows_of[j]].mean())
+
+        # Cells of this chunk. Those before the first corrupted position restore a value equal
+        # to the corrupted one: no effect. The rest run once per sample, grouped by the layer
+        # they start at and the position they patch (which shares the keys/values before it).
+        mine = np.nonzero(np.isin(cells.prompt, chunk))[0]
+        first = np.array([inputs.first_changed[i] for i in cells.prompt[mine]])
+        live = mine[cells.position[mine] >= first]
+        dead = mine[cells.position[mine] < first]
+        patched[dead] = corrupt_m[cells.prompt[dead]]
+        bar.update(sum(len(rows_of[local[int(cells.prompt[c])]]) for c in dead))
+
+        starts = cells.layer[live].copy()
+        for idx in np.nonzero(np.isin(cells.kind[live], [KINDS.index(k) for k in WINDOWED]))[0]:
+            starts[idx] = window_layers(int(cells.layer[live][idx]), self.window, self.L)[0]
+        groups = defaultdict(list)
+        for c, s in zip(live, starts):
+            groups[(int(s), int(cells.position[c]))].append(c)
+        sums = np.zeros(len(cells))
+        for (s, p), group in sorted(groups.items()):
+            runs = [(c, r) for c in group for r in rows_of[local[int(cells.prompt[c])]]]
+            runs.sort(key=lambda cr: lengths[local[int(cells.prompt[cr[0]])]])
+            for b in range(0, len(runs), self.batch_size):
+                batch = runs[b: b + self.batch_size]
+                values = self._run_batch(s, p, batch, cells, local, lengths, clean_cache,
+                                         store, c_kv)
+                for (c, _), v in zip(batch, values):
+                    sums[c] += v
+                bar.update(len(batch))
+        for c in live:
+            patched[c] = sums[c] / len(rows_of[local[int(cells.prompt[c])]])
+
+    def _run_batch(self, start, pos, batch, cells, local, lengths, clean_cache, c_resid, c_kv):
+        """Patched runs that all start at block `start` and patch position `pos`: only the
+        positions from `pos` on are computed, over the corrupted keys/values before it."""
+        device = self.model.device
+        cell_ids = np.array([c for c, _ in batch])
+        src_rows = torch.tensor([r for _, r in batch], device=device)
+        prompt_local = torch.tensor([local[int(cells.prompt[c])] for c in cell_ids], device=device)
+        width = max(lengths[int(j)] for j in prompt_local)
+        x = c_resid[self.arch.hook("resid", start)][src_rows, pos:width].clone()
+        kinds = cells.kind[cell_ids]
+        layers = cells.layer[cell_ids]
+        heads = torch.as_tensor(cells.head[cell_ids], device=device)
+
+        resid = np.nonzero(kinds == KINDS.index("resid"))[0]
+        if len(resid):
+            r = torch.as_tensor(resid, device=device)
+            x[r, 0] = clean_cache[self.arch.hook("resid", start)][prompt_local[r], pos]
+
+        # Hooks writing clean values at (row, first position[, head]) for each patched layer.
+        per_hook = defaultdict(list)
+        for kind in ("mlp", "attn", "head"):
+            for row in np.nonzero(kinds == KINDS.index(kind))[0]:
+                a, b = ((window_layers(int(layers[row]), self.window, self.L))
+                        if kind in WINDOWED else (int(layers[row]), int(layers[row])))
+                for layer in range(a, b + 1):
+                    per_hook[self._hook(kind, layer)].append(row)
+        hooks = []
+        for name, rows in per_hook.items():
+            r = torch.as_tensor(rows, device=device)
+            if name.endswith("hook_z"):
+                vals = clean_cache[name][prompt_local[r], pos, heads[r]]
+                hooks.append((name, _setter(r, vals, heads[r])))
+            else:
+                hooks.append((name, _setter(r, clean_cache[name][prompt_local[r], pos])))
+        last = torch.tensor([lengths[int(j)] - 1 - pos for j in prompt_local], device=device)
+        prefix = kv_prefix(c_kv, src_rows, pos) if pos > 0 else None
+        with self.model.bridge.hooks(fwd_hooks=hooks):
+            logits = self.runner.logits_at(x, start, last, prefix=prefix,
+                                           select=self.metric.tokens)
+        return self.metric(logits).double().cpu().tolist()
+
+
+def _setter(rows, values, heads=None):
+    """A hook that writes `values` at the first position of `rows` (and `heads`)."""
+    def hook(act, hook):
+        act = act.clone()
+        if heads is None:
+            act[rows, 0] = values
+        else:
+            act[rows, 0, heads] = values
+        return act
+
+    return hook

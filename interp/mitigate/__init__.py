@@ -1,0 +1,9 @@
+"""Stage 3, mitigate, and its check: key statistics, LSDM (keys, targets, the least-squares solve,
+the fitting loop), `Edit`, and `verify`, which re-traces an edited model with the spec that
+located the sites and evaluates it before and after. Baselines go here as they land.
+
+`verify` lives here, not in measure: it re-traces (locate) and applies an edit, and the tracer
+itself measures with measure's prompts and metrics, so measure must stay below locate.
+
+May import: interp.common, interp.model, interp.measure, interp.locate.
+"""

@@ -1,0 +1,163 @@
+"""LSDM: a least-squares (MEMIT-style) closed-form edit of the located MLP weights.
+
+For each edit prompt, a key k (the MLP down-projection input at the subject's last token, averaged
+over a few generated prefixes and the bare prompt) and a target v* (the residual stream after the
+last edited layer, optimised so that p(he) = p(she)). Each edited layer, bottom first, solves
+
+    ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹,   R = (V* − current outputs) / (layers left)
+
+in float64, with C = E[k kᵀ] over neutral text protecting everything else the MLP does.
+
+site="last" reads keys and sets targets at the prompt's last token instead (one per prompt
+version), for top layers: there the edit sees the whole prompt, so it reaches occupations it
+was not fitted on far better (README, benchmarks/edit_sites.py). `preserve` adds prompts whose
+outputs must stay (definitional ones) to the solve.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Sequence
+
+import torch
+
+from ..measure.metrics import Candidates
+from ..measure.prompts import TEMPLATES, PromptSet
+from .edit import Edit, EditError
+from .keys import SITE_TOKEN, SubjectReader, check_site, generated_prefixes, versions
+from .solve import solve_update
+from .targets import _pronoun_bias, optimise_targets
+
+# The templates an edit is fitted on by default: three contexts before the subject (so its key
+# is seen after "The" and after a clause) and continuations that lean he or she differently.
+EDIT_TEMPLATES = ("The {} said that", "After the meeting, the {} said that",
+                  "The {} smiled because")
+
+
+# An edit at the last token learns from the continuation too, so it is fitted on every template
+# (bundled model, test occupations: −73% |log-odds| and −0.3 pt definitional with all 18,
+# against −68% and −1.4 pt with the first 12; those 12 carried over to the 6 unseen ones at −67%).
+LAST_TOKEN_TEMPLATES = TEMPLATES
+
+
+class _Clock:
+    """Seconds spent per phase, kept in the edit's provenance (the speed benchmark reads them)."""
+
+    def __init__(self):
+        self.laps, self._t = {}, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 2)
+        self._t = now
+
+
+def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam: float = 3000.0,
+         site: str = "subject", preserve: PromptSet | None = None, preserve_weight: float = 1.0,
+         n_prefixes: int = 1, prefix_len: int = 8, iters: int = 6, clamp_norm: float = 1.5,
+         tol: float = 0.1,
+         stats_tokens: int = 20000, corpus=None, seed: int = 0, strict: bool = True,
+         progress: bool | None = None) -> Edit:
+    """Fit an LSDM edit that balances p(he) and p(she) on `prompts` (the model is left as it
+    was; apply the returned `Edit` to change it).
+
+    layers: MLP layers to edit, bottom first; None traces the prompts and takes
+    `suggest_layers("mlp")`. lam: weight of the preservation statistics C.
+    site: where the keys are read and the targets set: "subject" (the paper's LSDM: the
+    subject's last token, one key per subject) or "last" (the prompt's last token, where the
+    pronoun is predicted: one key per prompt; pair it with top layers).
+    preserve: prompts whose next-token prediction must stay as it is (e.g. definitional ones,
+    "The king said that"): their keys join the solve with the unedited outputs as targets,
+    weighted by preserve_weight. The rest tunes the prefixes, the target optimisation and the
+    statistics corpus (see their functions)."""
+    prompts.require_nonempty()
+    check_site(site)  # before a trace, which would take minutes
+    if layers is None:
+        from ..locate.trace import trace
+
+        located = trace(model, prompts[:40], kinds=("mlp",), samples=3, seed=seed,
+                        progress=progress)
+        layers = located.suggest_layers("mlp", group=SITE_TOKEN[site])
+    layers = sorted(set(int(l) for l in layers))
+    if not layers:
+        raise EditError("no layers to edit: pass e.g. layers=[0, 1, 2]")
+    for l in layers:
+        if not 0 <= l < model.arch.n_layers:
+            raise EditError(f"layer {l} is outside the model: it has layers "
+                            f"0..{model.arch.n_layers - 1}")
+    clock = _Clock()
+    fingerprint = model.fingerprint()
+    prefixes = generated_prefixes(model, n_prefixes, prefix_len, seed)
+    v = versions(model, prompts, prefixes, site)
+    preserved = None
+    if preserve is not None:
+        preserve.require_nonempty()
+        preserved = versions(model, preserve, prefixes, site)
+    clock.lap("prefixes")
+    from .stats import key_second_moments
+
+    C = key_second_moments(model, layers, corpus=corpus, n_tokens=stats_tokens, seed=seed,
+                           progress=progress)
+    clock.lap("statistics")
+    top = max(layers)
+    targets, target_report = optimise_targets(model, v, top, iters=iters, clamp_norm=clamp_norm,
+                                              tol=tol, strict=strict, progress=progress)
+    clock.lap("targets")
+    key_name = {l: model.arch.hook("mlp_key", l) for l in layers}
+    out_name = model.arch.hook("resid_post", top)
+    updates, backup = {}, {}
+    reader = SubjectReader(model, v)
+    if preserved is not None:
+        preserved_reader = SubjectReader(model, preserved)
+        scale = preserve_weight ** 0.5
+    try:
+        for i, layer in enumerate(layers):
+            # Updates below `layer` change the stream entering it; the stream entering the
+            # layer updated last is as the previous pass kept it.
+            resume = {"start": layers[i - 1] if i else 0, "stop": top + 1, "keep": layer}
+            cur = reader.read([key_name[layer], out_name], **resume)
+            K = cur[key_name[layer]].T
+            R = (targets - cur[out_name]).T / (len(layers) - i)
+            if preserved is not None:
+                more = preserved_reader.read([key_name[layer], out_name], **resume)
+                if i == 0:  # nothing is updated yet: these are the outputs to keep
+                    preserved_targets = more[out_name]
+                K = torch.cat([K, scale * more[key_name[layer]].T], 1)
+                R = torch.cat([R, scale * (preserved_targets - more[out_name]).T
+                               / (len(layers) - i)], 1)
+            U, V = solve_update(K, R, C[layer], lam)
+            w = model.arch.mlp_down_weight(model.bridge, layer)
+            backup[layer] = w.detach().clone()
+            with torch.no_grad():
+                w.add_((U @ V.T).to(w.dtype))
+            updates[layer] = (U.float().cpu(), V.float().cpu())
+        clock.lap("solve")
+        # The fitted prompts as the edited model sees them (their bias before came free with
+        # the targets' unedited run).
+        from ..model.forward import last_token_logprobs
+
+        pair = Candidates.resolve(model).ids
+        after = _pronoun_bias(last_token_logprobs(
+            model, [p.input_ids for p in prompts], select=[pair["male"], pair["female"]],
+            progress=False))
+        clock.lap("measure")
+    finally:
+        with torch.no_grad():
+            for layer, saved in backup.items():
+                model.arch.mlp_down_weight(model.bridge, layer).copy_(saved)
+    before = target_report.pop("bare_before")
+    meta = {
+        "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
+        "lam": lam, "site": site, "seed": seed, "prefixes": prefixes, "n_prompts": len(prompts),
+        "preserve": None if preserve is None else {
+            "weight": preserve_weight, "subjects": preserve.subjects(), "n_prompts": len(preserve)},
+        "prompts": [{"text": p.text, "subject": p.subject} for p in prompts],
+        "subjects": v.subjects,
+        "targets": target_report, "stats_tokens": stats_tokens,
+        "fitted_prompts": {k: {"before": before[k], "after": after[k]} for k in before},
+        "corpus": "neutral+samples" if corpus is None else "user",
+        "seconds": clock.laps,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return Edit(updates, meta)

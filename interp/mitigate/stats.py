@@ -1,0 +1,182 @@
+"""Second-moment statistics of MLP keys, C = E[k kᵀ], over neutral text.
+
+The LSDM/MEMIT solve uses C to protect what the MLP does on ordinary text. Keys are the inputs of
+the MLP down projection at every token of the corpus; their outer products accumulate in float64,
+chunk by chunk, and the result is cached on disk keyed by the model fingerprint, the layer, the
+corpus and the token count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..common.errors import InterpError
+from ..common.io import atomic_path, cache_dir
+
+STARTERS = ("The", "In", "A", "It", "When", "Today", "There", "After", "Many", "This", "For",
+            "Most")
+
+
+def neutral_text() -> str:
+    return resources.files("interp.data").joinpath("neutral.txt").read_text()
+
+
+def sample(model, starts: list[str], length: int, *, top_k: int = 50) -> list[list[int]]:
+    """Continue each start text by `length` tokens sampled top-k (seed the caller's RNG). Our own
+    loop over the Runner with a key/value cache: `generate` through the bridge's wrapped modules
+    is tens of times slower."""
+    from ..model.runner import Runner
+
+    runner = Runner(model)
+    ids = torch.tensor([model.tokenizer(s)["input_ids"] for s in starts], device=model.device)
+    rows, cache, x = [ids], None, runner.embed(ids)
+    with torch.no_grad():
+        for _ in range(length):
+            hidden, cache = runner.final_hidden(x, 0, prefix=cache, keep_cache=True)
+            top = runner.unembed(hidden[:, -1]).float().topk(top_k, dim=-1)
+            nxt = top.indices.gather(1, torch.multinomial(top.values.softmax(-1), 1))
+            rows.append(nxt)
+            x = runner.embed_at(nxt, cache.get_seq_length())
+    return torch.cat(rows, dim=1).tolist()
+
+
+SAMPLE_LENGTH = 128
+
+
+def sample_text(model, n_tokens: int, *, seed: int = 0, length: int = SAMPLE_LENGTH,
+                batch_size: int = 64, top_k: int = 50) -> list[list[int]]:
+    """Token sequences sampled from the model itself (seeded, top-k), starting from common
+    openers (each start text must be one token long, so a batch needs no padding)."""
+    out, produced = [], 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        while produced < n_tokens:
+            # The last batch only as large as needed: sampling is the slow part of the statistics.
+            rows = min(batch_size, -(-(n_tokens - produced) // (length + 1)))
+            starts = [STARTERS[(len(out) + i) % len(STARTERS)] for i in range(rows)]
+            for row in sample(model, starts, length, top_k=top_k):
+                out.append(row)
+                produced += len(row)
+    return out
+
+
+SHIPPED_SAMPLES = "bundled_samples.pt"
+
+
+def shipped_samples(fingerprint: str, n_tokens: int, seed: int) -> list[list[int]] | None:
+    """The bundled model's own samples for the default statistics, shipped with the package
+    (benchmarks/make_samples.py writes and checks them): what `sample_text` gives for these
+    weights, seed and token count, without the minute or two of sampling. None for any other
+    model, seed or count."""
+    res = resources.files("interp.data").joinpath(SHIPPED_SAMPLES)
+    if not res.is_file():
+        return None
+    with resources.as_file(res) as path:
+        shipped = torch.load(path)
+    key = (fingerprint, seed, n_tokens, SAMPLE_LENGTH)
+    if key != (shipped["fingerprint"], shipped["seed"], shipped["n_tokens"], shipped["length"]):
+        return None
+    return shipped["rows"]
+
+
+def cached_samples(model, n_tokens: int, seed: int) -> list[list[int]]:
+    """`sample_text`, kept on disk per model fingerprint: sampling costs more than reading the
+    statistics it names, so a cached run must not sample again just to find its cache key."""
+    name = f"seed{seed}-{n_tokens}-len{SAMPLE_LENGTH}.pt"
+    path = cache_dir() / "samples" / model.fingerprint() / name
+    if path.exists():
+        return torch.load(path)
+    seqs = shipped_samples(model.fingerprint(), n_tokens, seed)
+    if seqs is not None:
+        return seqs
+    seqs = sample_text(model, n_tokens, seed=seed)
+    with atomic_path(path) as tmp:
+        torch.save(seqs, tmp)
+    return seqs
+
+
+def corpus_tokens(model, corpus, n_tokens: int, seed: int = 0,
+                  seq_len: int = 128) -> tuple[list[list[int]], str]:
+    """Token sequences of at most `seq_len` for the statistics, and a hash naming the corpus.
+
+    corpus: None (the bundled neutral text, then model samples up to `n_tokens`), or a list of
+    texts or text-file paths (used as they are, up to `n_tokens`)."""
+    tok = model.tokenizer
+    if corpus is None:
+        texts, name = [neutral_text()], f"neutral+samples:{seed}"
+    else:
+        texts = [Path(c).read_text() if Path(str(c)).is_file() else str(c) for c in corpus]
+        name = "texts"
+    seqs = []
+    for t in texts:
+        ids = tok(t)["input_ids"]
+        seqs.extend(ids[i: i + seq_len] for i in range(0, len(ids), seq_len))
+    have = sum(map(len, seqs))
+    if corpus is None and have < n_tokens:
+        seqs.extend(cached_samples(model, n_tokens - have, seed))
+    if not seqs or sum(map(len, seqs)) == 0:
+        raise InterpError("the statistics corpus is empty: pass texts or files with some text")
+    kept, count = [], 0
+    for s in seqs:
+        if count >= n_tokens:
+            break
+        s = s[: n_tokens - count]
+        kept.append(s)
+        count += len(s)
+    h = hashlib.sha256(name.encode())
+    for s in kept:
+        h.update(str(s).encode())
+    return kept, h.hexdigest()[:16]
+
+
+def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: int = 20000,
+                       seed: int = 0, batch_size: int = 16, use_cache: bool = True,
+                       progress: bool | None = None) -> dict[int, torch.Tensor]:
+    """C_l = E[k kᵀ] (float64, d_mlp × d_mlp) of the MLP keys at each layer, over the corpus."""
+    for l in layers:
+        model.arch.check_layer(l)
+    fingerprint = model.fingerprint()
+    seqs, corpus_hash = corpus_tokens(model, corpus, n_tokens, seed)
+    total = sum(map(len, seqs))
+    paths = {l: cache_dir() / "stats" / fingerprint / f"layer{l}-{corpus_hash}-{total}.pt"
+             for l in layers}
+    result = {}
+    if use_cache:
+        for l, p in paths.items():
+            if p.exists():
+                result[l] = torch.load(p)
+    todo = [l for l in layers if l not in result]
+    if not todo:
+        return result
+    d = model.arch.d_mlp
+    sums = {l: torch.zeros((d, d), dtype=torch.float64) for l in todo}
+    count = 0
+    from ..model.runner import Runner, capture, pad_ids
+
+    runner = Runner(model)
+    seqs = sorted(seqs, key=len)
+    batches = [seqs[i: i + batch_size] for i in range(0, len(seqs), batch_size)]
+    show = progress if progress is not None else len(batches) > 4
+    for batch in tqdm(batches, desc="key statistics", unit="batch", disable=not show, leave=False):
+        ids = pad_ids(model, batch)
+        lengths = torch.tensor([len(s) for s in batch], device=model.device)
+        mask = torch.arange(ids.shape[1], device=model.device) < lengths.unsqueeze(1)
+        keys, hooks = capture([model.arch.hook("mlp_key", l) for l in todo])
+        with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+            runner.final_hidden(runner.embed(ids), 0, stop=max(todo) + 1)
+        for l in todo:
+            k = keys[model.arch.hook("mlp_key", l)][mask].double()
+            sums[l] += k.T @ k
+        count += int(mask.sum())
+    for l in todo:
+        result[l] = sums[l] / count
+        if use_cache:
+            with atomic_path(paths[l]) as tmp:
+                torch.save(result[l], tmp)
+    return result

