@@ -10,7 +10,24 @@ from typing import Optional
 
 import typer
 
+from .common.errors import InterpError
 from .common.figures import save_figure
+from .export.run import export
+from .locate.trace import trace as run_trace
+from .measure import prompts as P
+from .measure.bias import bias as measure_bias
+from .measure.capability import next_token_logprobs
+from .measure.evaluate import comparison_table
+from .measure.evaluate import evaluate as run_eval
+from .measure.prompts import pick
+from .mitigate.edit import Edit
+from .mitigate.keys import SITE_TOKEN, check_site
+from .mitigate.lsdm import EDIT_TEMPLATES, lsdm
+from .mitigate.verify import verify as run_verify
+from .model.load import load_model
+from .model.upstream import version_report
+from .report import demo_report
+from .sweep.run import run_sweep
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Locate where a language model carries social bias and remove it.")
@@ -33,9 +50,6 @@ def _fail(message: str) -> None:
 
 
 def _load(model: Optional[str]):
-    from .common.errors import InterpError
-    from .model.load import load_model
-
     try:
         return load_model(model)
     except InterpError as e:
@@ -45,7 +59,6 @@ def _load(model: Optional[str]):
 def build_prompt_sets(model, names: str, templates: Optional[int] = None) -> dict:
     """Prompt sets from a comma list of built-in names (train, test, all, definitional) or JSONL
     paths; `templates` keeps the first N templates of the built-in sets."""
-    from .measure import prompts as P
 
     chosen = P.TEMPLATES[:templates] if templates else P.TEMPLATES
     sets = {}
@@ -74,7 +87,6 @@ def info(model: Optional[str] = ModelOpt,
                                        help="Only the library versions; load no model.")):
     """Show the library versions against the tested ranges, then a model's architecture,
     mediator hooks and weight fingerprint."""
-    from .model.upstream import version_report
 
     typer.echo(f"{'package':<18}{'installed':<16}{'CI (lock)':<16}tested range")
     outside = []
@@ -111,8 +123,6 @@ def bias(
                                                   "summary and a figure."),
 ):
     """Print bias scores of a model on prompt sets as a table."""
-    from .common.errors import InterpError
-    from .measure.bias import bias as measure_bias
 
     m = _load(model)
     try:
@@ -147,9 +157,6 @@ def trace(
     out: Path = typer.Option(Path("runs/trace"), help="Output directory."),
 ):
     """Causal tracing: restore each site's clean activation into the corrupted run."""
-    from .common.errors import InterpError
-    from .locate.trace import trace as run_trace
-    from .measure.prompts import pick
 
     m = _load(model)
     sets = build_prompt_sets(m, prompts, templates)
@@ -200,9 +207,6 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, help="Directory to save the report(s)."),
 ):
     """Bias and capability suites, each number with its 95% interval."""
-    from .common.errors import InterpError
-    from .measure.capability import next_token_logprobs
-    from .measure.evaluate import evaluate as run_eval
 
     m = _load(model)
     names = [s.strip() for s in suites.split(",") if s.strip()]
@@ -214,8 +218,6 @@ def evaluate(
             if out:
                 before.save(out)
             return
-        from .measure.evaluate import comparison_table
-        from .mitigate.edit import Edit
 
         e = Edit.load(edit)
         reference = next_token_logprobs(m)
@@ -248,12 +250,6 @@ def edit(
     verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
 ):
     """Fit an LSDM edit (a closed-form update of the located MLP weights) and save it."""
-    from .common.errors import InterpError
-    from .locate.trace import trace as run_trace
-    from .measure.prompts import pick
-    from .mitigate.keys import SITE_TOKEN, check_site
-    from .mitigate.lsdm import lsdm
-    from .mitigate.verify import verify as run_verify
 
     m = _load(model)
     sets = build_prompt_sets(m, prompts, templates)
@@ -302,9 +298,6 @@ def export_cmd(
     verify: bool = typer.Option(True, help="Reload in a fresh process and compare logits."),
 ):
     """Export a (possibly edited) model; the export is reloaded and checked against it."""
-    from .common.errors import InterpError
-    from .export.run import export
-    from .mitigate.edit import Edit
 
     m = _load(model)
     try:
@@ -323,8 +316,6 @@ def sweep(
                                                   "`out`)."),
 ):
     """Run a grid of traces and LSDM edits from a TOML file; a rerun resumes where it stopped."""
-    from .common.errors import InterpError
-    from .sweep.run import run_sweep
 
     try:
         result = run_sweep(config, out, progress=True)
@@ -345,13 +336,6 @@ def demo(
 ):
     """The whole loop on the bundled model: trace the train occupations, pick the MLP layers,
     fit LSDM, re-trace and evaluate before/after, export, and write figures and a report."""
-    from .export.run import export
-    from .locate.trace import trace as run_trace
-    from .measure import prompts as P
-    from .measure.prompts import pick
-    from .mitigate.lsdm import EDIT_TEMPLATES, lsdm
-    from .mitigate.verify import verify as run_verify
-    from .report import demo_report
 
     start = time.time()
     steps = {}

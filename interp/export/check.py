@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..model.fingerprint import canonical_state_dict, weights_fingerprint
 from .errors import ExportError, VerificationError
 from .result import FORMATS, ExportResult
 from .safetensors_file import _reload_safetensors
@@ -127,7 +128,6 @@ def reload(path: str | os.PathLike, format: str | None = None, *, dtype=torch.fl
 
 def _check_main(request_path: str) -> None:
     """The fresh-process side of the verification: reload, tokenize, run, write results."""
-    from ..model.fingerprint import canonical_state_dict, weights_fingerprint
 
     req = json.loads(Path(request_path).read_text())
     dtype = getattr(torch, req["dtype"])

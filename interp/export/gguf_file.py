@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ..common.errors import ModelLoadError
+from ..model.load import bundled_gguf, bundled_tokenizer
 from .errors import ExportError, UnsupportedExportError
 from .tensors import plain_items
 
@@ -93,8 +95,6 @@ def _gguf_tokenizer_source(model) -> Path:
     """The GGUF whose tokenizer.* fields the export copies (see the module docstring)."""
     if _is_gguf_source(model):
         return Path(model.source["path"])
-    from ..common.errors import ModelLoadError
-    from ..model.load import bundled_gguf, bundled_tokenizer
 
     try:
         if same_vocabulary(model.tokenizer, bundled_tokenizer()):

@@ -9,6 +9,8 @@ import datetime
 import os
 from pathlib import Path
 
+from ..common.io import atomic_dir, atomic_path
+from ..common.version import __version__
 from .card import model_card
 from .check import _verify
 from .errors import ExportError
@@ -23,8 +25,6 @@ DEFAULT_PROMPTS = (
     "The engineer told the client that",
     "Once upon a time, there was a",
 )
-
-
 
 
 def export(model, path: str | os.PathLike, format: str = "hf", *, dtype: str = "f32", edit=None,
@@ -83,8 +83,6 @@ def _prompt_texts(prompts) -> list[str]:
 
 
 def _atomic(format: str, path: Path):
-    from ..common.io import atomic_dir, atomic_path
-
     if format == "hf":
         if path.is_file():
             raise ExportError(f"{path} is a file, but an 'hf' export is a directory: "
@@ -109,7 +107,6 @@ def _edit_in_place(model, edit):
 def provenance(model, edit=None, *, format: str = "", dtype: str = "",
                applied_here: bool = False) -> dict:
     """Where the exported weights came from: source, fingerprint, and the edit's record."""
-    from ..common.version import __version__
 
     meta = {
         "interp_version": __version__, "model": model.name, "source": dict(model.source),

@@ -15,6 +15,7 @@ import torch
 
 from ..common.errors import InterpError, TokenizationError
 from ..measure.prompts import Prompt
+from ..model.runner import Runner
 
 
 @dataclass
@@ -107,8 +108,6 @@ class Swap:
         )
 
     def __call__(self, model, prompt: Prompt, clean: torch.Tensor, seed: int) -> Corrupted:
-        from ..model.runner import Runner
-
         ids, text = self.corrupt_ids(model, prompt)
         differ = [i for i, (a, b) in enumerate(zip(ids, prompt.input_ids)) if a != b]
         if not differ:
@@ -131,8 +130,6 @@ class Custom:
         return {"type": "custom", "callable": getattr(self.fn, "__qualname__", repr(self.fn))}
 
     def __call__(self, model, prompt: Prompt, clean: torch.Tensor, seed: int) -> Corrupted:
-        from ..model.runner import Runner
-
         out = self.fn(model, prompt)
         T = len(prompt.input_ids)
         if isinstance(out, str):

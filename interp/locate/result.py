@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..common.errors import InterpError
 from ..common.io import atomic_dir
 from .groups import TOKEN_GROUPS, token_group
+from .plots import comparison_figure, trace_figure
+from .spec import KINDS
 
 
 class TraceResult:
@@ -29,8 +32,6 @@ class TraceResult:
 
     @classmethod
     def build(cls, prompt_set, inputs, cells, clean_m, corrupt_m, patched, spec, nie=None):
-        from .spec import KINDS
-
         rows_prompt = cells.prompt
         plist = list(prompt_set)
         tokens = [p.tokens for p in plist]
@@ -121,8 +122,6 @@ class TraceResult:
         g = self.grouped()
         g = g[(g["kind"] == kind) & (g["token_group"] == group)]
         if g.empty:
-            from ..common.errors import InterpError
-
             raise InterpError(f"the trace has no {kind!r} cells at the {group!r}; kinds traced: "
                               f"{self.spec['kinds']}")
         return g.groupby("layer")["effect"].mean()
@@ -169,8 +168,6 @@ class TraceResult:
     # -- figures -------------------------------------------------------------------------------
 
     def plot(self, prompt_id: int | None = None):
-        from .plots import trace_figure
-
         return trace_figure(self, prompt_id)
 
 
@@ -184,6 +181,4 @@ class TraceComparison:
         return self.frame.copy()
 
     def plot(self):
-        from .plots import comparison_figure
-
         return comparison_figure(self)

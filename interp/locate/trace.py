@@ -16,6 +16,7 @@ from . import corruption as C
 from .attribution import AttributionEngine
 from .cells import Inputs, enumerate_cells, prepare_inputs
 from .exact import ExactEngine
+from .result import TraceResult
 from .spec import KINDS, METHODS, TraceSpec, metric_fn
 
 
@@ -33,7 +34,6 @@ def trace(model, prompts, *, kinds: Sequence[str] = ("resid", "mlp", "attn"),
     natural_effects: with a swap corruption, also Vig et al.'s natural indirect and direct
     effects per cell (columns `nie`, `nde`); costs a second pass over the grid.
     """
-    from .result import TraceResult
 
     if spec is not None:
         spec = TraceSpec.from_dict(spec) if isinstance(spec, dict) else spec

@@ -23,6 +23,10 @@ import pandas as pd
 
 from ..common.errors import InterpError
 from ..common.io import atomic_dir
+from . import capability as cap
+from . import prompts as P
+from .bias import bias
+from .suites.run import run_suite
 
 BUILTIN = ("occupations", "definitional", "facts", "perplexity", "kl")
 DEFAULT_SUITES = ("occupations", "definitional", "facts", "perplexity")
@@ -148,7 +152,6 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
     files: {suite name: file or directory} for winobias, winogender, crows_pairs, stereoset.
     occupations: the prompt set for the occupation bias (default: test occupations, every
     template)."""
-    from . import capability as cap
 
     unknown = [s for s in suites if s not in BUILTIN]
     if unknown:
@@ -175,8 +178,6 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
             rows.append({"suite": name, "metric": res.metric, "value": res.value,
                          "ci_low": res.ci_low, "ci_high": res.ci_high, "n": res.n})
     for name, path in (files or {}).items():
-        from .suites.run import run_suite
-
         res = run_suite(model, name, path, n_boot=n_boot, seed=seed, progress=progress)
         details[res.name] = res
         n = len(res.frame)
@@ -192,9 +193,6 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
 
 
 def _occupation_rows(model, occupations, n_boot, seed, progress):
-    from . import prompts as P
-    from .bias import bias
-
     ps = occupations if occupations is not None else P.professions(model, "test")
     report = bias(model, ps, progress=progress)
     s = report.summary(n_boot=n_boot, seed=seed).iloc[0]

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..common.errors import InterpError
+from ..common.io import atomic_path
 
 
 class EditError(InterpError):
@@ -85,7 +86,6 @@ class Edit:
         """One safetensors file: U_l and V_l per layer, the provenance as its JSON metadata."""
         from safetensors.torch import save_file
 
-        from ..common.io import atomic_path
 
         tensors = {}
         for layer, (U, V) in self.updates.items():

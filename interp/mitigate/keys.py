@@ -12,6 +12,7 @@ import torch
 from ..measure.prompts import PromptSet, tokenize_prompt
 from ..model.runner import Runner, capture, pad_ids
 from .edit import EditError
+from .stats import sample
 
 # Where an edit reads its keys and sets its targets, and that token's group in a trace.
 SITE_TOKEN = {"subject": "last subject token", "last": "last token"}
@@ -34,7 +35,6 @@ class Versions:
 
 def generated_prefixes(model, n: int, length: int, seed: int) -> list[str]:
     """Short seeded samples from the model, used as contexts before each prompt (as ROME does)."""
-    from .stats import sample
 
     starters = ["The", "Therefore", "Because", "I", "You", "In", "It", "When"]
     out = []

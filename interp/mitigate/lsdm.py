@@ -22,18 +22,20 @@ from collections.abc import Sequence
 
 import torch
 
+from ..locate.trace import trace
 from ..measure.metrics import Candidates
 from ..measure.prompts import TEMPLATES, PromptSet
+from ..model.forward import last_token_logprobs
 from .edit import Edit, EditError
 from .keys import SITE_TOKEN, SubjectReader, check_site, generated_prefixes, versions
 from .solve import solve_update
+from .stats import key_second_moments
 from .targets import _pronoun_bias, optimise_targets
 
 # The templates an edit is fitted on by default: three contexts before the subject (so its key
 # is seen after "The" and after a clause) and continuations that lean he or she differently.
 EDIT_TEMPLATES = ("The {} said that", "After the meeting, the {} said that",
                   "The {} smiled because")
-
 
 # An edit at the last token learns from the continuation too, so it is fitted on every template
 # (bundled model, test occupations: −73% |log-odds| and −0.3 pt definitional with all 18,
@@ -74,8 +76,6 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
     prompts.require_nonempty()
     check_site(site)  # before a trace, which would take minutes
     if layers is None:
-        from ..locate.trace import trace
-
         located = trace(model, prompts[:40], kinds=("mlp",), samples=3, seed=seed,
                         progress=progress)
         layers = located.suggest_layers("mlp", group=SITE_TOKEN[site])
@@ -95,7 +95,6 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
         preserve.require_nonempty()
         preserved = versions(model, preserve, prefixes, site)
     clock.lap("prefixes")
-    from .stats import key_second_moments
 
     C = key_second_moments(model, layers, corpus=corpus, n_tokens=stats_tokens, seed=seed,
                            progress=progress)
@@ -135,7 +134,6 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
         clock.lap("solve")
         # The fitted prompts as the edited model sees them (their bias before came free with
         # the targets' unedited run).
-        from ..model.forward import last_token_logprobs
 
         pair = Candidates.resolve(model).ids
         after = _pronoun_bias(last_token_logprobs(

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..common.errors import InterpError
 from ..common.io import atomic_path, cache_dir
+from ..model.runner import Runner, capture, pad_ids
 
 STARTERS = ("The", "In", "A", "It", "When", "Today", "There", "After", "Many", "This", "For",
             "Most")
@@ -31,7 +32,6 @@ def sample(model, starts: list[str], length: int, *, top_k: int = 50) -> list[li
     """Continue each start text by `length` tokens sampled top-k (seed the caller's RNG). Our own
     loop over the Runner with a key/value cache: `generate` through the bridge's wrapped modules
     is tens of times slower."""
-    from ..model.runner import Runner
 
     runner = Runner(model)
     ids = torch.tensor([model.tokenizer(s)["input_ids"] for s in starts], device=model.device)
@@ -157,7 +157,6 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
     d = model.arch.d_mlp
     sums = {l: torch.zeros((d, d), dtype=torch.float64) for l in todo}
     count = 0
-    from ..model.runner import Runner, capture, pad_ids
 
     runner = Runner(model)
     seqs = sorted(seqs, key=len)

@@ -17,7 +17,11 @@ import pandas as pd
 
 from ..common.io import atomic_dir
 from ..locate.result import TraceComparison, TraceResult
+from ..locate.trace import trace
+from ..measure.capability import next_token_logprobs
 from ..measure.evaluate import DEFAULT_SUITES, EvalReport, comparison_table, evaluate
+from ..measure.prompts import from_records
+from .keys import SITE_TOKEN
 
 
 class Verification:
@@ -50,7 +54,6 @@ class Verification:
     @property
     def edited_token(self) -> str:
         """The token group the edit's keys were read at."""
-        from .keys import SITE_TOKEN
 
         return SITE_TOKEN[self.edit_meta.get("site", "subject")]
 
@@ -94,7 +97,6 @@ class Verification:
 
 def prompts_of(model, trace_result: TraceResult):
     """The traced prompts, rebuilt from the result's own table (same order, same subjects)."""
-    from ..measure.prompts import from_records
 
     cols = [c for c in ("text", "subject", "stereotypical") if c in trace_result.prompts]
     records = trace_result.prompts[cols].to_dict("records")
@@ -110,8 +112,6 @@ def verify(model, edit, trace_result: TraceResult, *, suites: Sequence[str] = DE
     """Re-trace `trace_result`'s prompts with its spec and `edit` applied, and evaluate the model
     before and after (the after report adds the KL to the unedited model). The model is left as
     it was."""
-    from ..locate.trace import trace
-    from ..measure.capability import next_token_logprobs
 
     if trace_result.spec.get("fingerprint") not in (None, "", model.fingerprint()):
         warnings.warn("the trace was run on other weights than this model's; its 'before' "

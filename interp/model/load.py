@@ -19,6 +19,7 @@ from ..common.errors import ModelLoadError
 from ..common.io import atomic_dir, cache_dir
 from .arch import Architecture
 from .fingerprint import canonical_state_dict, weights_fingerprint
+from .hf_dir import write_plain_hf
 
 BUNDLED_NAME = "smollm2-135m-instruct"
 
@@ -214,8 +215,6 @@ def gguf_conversion_dir(path: Path, dtype) -> Path:
 
 
 def _write_conversion(hf, tok, out: Path, dtype) -> None:
-    from .hf_dir import write_plain_hf
-
     with atomic_dir(out) as tmp:
         write_plain_hf(hf, hf.state_dict(), tok, tmp, dtype)
 

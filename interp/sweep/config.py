@@ -12,6 +12,10 @@ from pathlib import Path
 
 from ..common.errors import InterpError
 from ..common.io import atomic_write
+from ..locate.spec import KINDS, METHODS
+from ..measure import prompts as P
+from ..mitigate.lsdm import lsdm
+from ..model.load import BUNDLED_NAME
 from .checks import (
     SweepConfigError,
     _axis,
@@ -69,7 +73,6 @@ class SweepConfig:
     @property
     def model_name(self) -> str:
         """The name load_model gives the model (the bundled one under its own name)."""
-        from ..model.load import BUNDLED_NAME
 
         return BUNDLED_NAME if self.model is None else self.model
 
@@ -131,7 +134,6 @@ def _prompt_sets(table: dict) -> dict[str, dict]:
 def _prompt_spec(name: str, spec) -> dict:
     """The normalised description of one prompt set: it goes into cell ids, so two spellings
     of the same set (templates = 2, or the two template strings) give the same cells."""
-    from ..measure import prompts as P
 
     where = f"[prompts.{name}]"
     if not NAME.match(name):
@@ -199,8 +201,6 @@ def _jsonl_source(spec: dict, where: str) -> dict:
 
 
 def _trace_section(table: dict, prompts: dict) -> dict:
-    from ..locate.spec import KINDS, METHODS
-
     _no_unknown(table, TRACE_KEYS, "[trace]")
     sets = [_known_set(n, prompts, "trace.prompts")
             for n in _axis(table, "prompts", str, "trace.prompts", "prompt set names")]
@@ -234,7 +234,6 @@ def _trace_section(table: dict, prompts: dict) -> dict:
 
 def lsdm_options() -> set[str]:
     """The keyword arguments of interp.lsdm that an [edit] table may pass on."""
-    from ..mitigate.lsdm import lsdm
 
     params = inspect.signature(lsdm).parameters
     return {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - EDIT_RESERVED

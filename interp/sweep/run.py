@@ -15,8 +15,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..common.errors import InterpError
+from ..common.errors import InterpError, TokenizationError
 from ..common.io import atomic_write
+from ..locate import trace as tracing  # modules, so a patched function is the one used
+from ..locate.corruption import Swap
+from ..measure import capability as C
+from ..measure import prompts as P
+from ..measure.bias import bias as measure_bias
+from ..mitigate import lsdm as fitting  # (looked up at each call)
+from ..model.load import load_model
 from .checks import SweepConfigError, _is
 from .config import SweepConfig, _save_config, read_config
 from .grid import Cell, _done, _evaluation, grid
@@ -66,8 +73,6 @@ def _out_dir(cfg: SweepConfig, out_dir) -> Path:
 
 
 def _load_model(cfg: SweepConfig):
-    from ..model.load import load_model
-
     return load_model(cfg.model)
 
 
@@ -134,8 +139,6 @@ class _Run:
     # -- traces -------------------------------------------------------------------------------
 
     def _trace(self, cell: Cell, directory: Path) -> dict:
-        from ..locate import trace as tracing  # the module: a patched tracing.trace is used
-
         p = cell.params
         ps, skipped = self.prompts(p["prompts"]), 0
         if p["corruption"] == "swap":
@@ -150,8 +153,6 @@ class _Run:
     # -- edits --------------------------------------------------------------------------------
 
     def _edit(self, cell: Cell, directory: Path) -> dict:
-        from ..mitigate import lsdm as fitting  # the module: a patched fitting.lsdm is used
-
         p = cell.params
         before = self.baseline()
         edit = fitting.lsdm(self.model, self.prompts(p["prompts"]), layers=p["layers"],
@@ -167,8 +168,6 @@ class _Run:
 
     def evaluate(self, *, with_kl: bool):
         """The bias report on the eval sets, the capability report, and their headline numbers."""
-        from ..measure import capability as C
-        from ..measure.bias import bias as measure_bias
 
         e = self.cfg.edit
         report = measure_bias(self.model, {n: self.prompts(n) for n in e["eval"]},
@@ -196,8 +195,6 @@ class _Run:
     def reference(self):
         """The unedited model's next-token distributions, for the KL suite (taken once)."""
         if self._reference is None:
-            from ..measure import capability as C
-
             self._reference = C.next_token_logprobs(self.model, self.heldout())
         return self._reference
 
@@ -207,7 +204,6 @@ class _Run:
         n = self.cfg.edit["heldout_tokens"]
         if n is None:
             return None
-        from ..measure import capability as C
 
         tok = self.model.tokenizer
         return tok.decode(tok(C.heldout_text())["input_ids"][:n])
@@ -257,8 +253,6 @@ def _plain(value):
 
 def build_prompt_set(model, name: str, spec: dict, seed: int):
     """The prompt set a [prompts.NAME] spec describes, for this model."""
-    from ..measure import prompts as P
-    from ..measure.prompts import pick
 
     if spec["source"] == "professions":
         split = None if spec["split"] == "all" else spec["split"]
@@ -271,7 +265,7 @@ def build_prompt_set(model, name: str, spec: dict, seed: int):
     if "subjects" in spec:
         ps = _some_subjects(ps, spec["subjects"], seed)
     if "limit" in spec:
-        ps = pick(ps, spec["limit"], seed)
+        ps = P.pick(ps, spec["limit"], seed)
     return ps.require_nonempty()
 
 
@@ -289,10 +283,8 @@ def _some_subjects(ps, n: int, seed: int):
 def swappable(model, ps, words=None):
     """The prompts a swap corruption can counterfactualise (a swap word of the subject's token
     length exists), and how many were left out."""
-    from ..common.errors import TokenizationError
-    from ..locate import corruption as C
 
-    swap = C.Swap(words) if words else C.Swap()
+    swap = Swap(words) if words else Swap()
     keep = []
     for p in ps:
         try:

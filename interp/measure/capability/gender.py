@@ -16,8 +16,8 @@ from .result import CapabilityResult, _meta
 def definitional(model, prompts=None, *, batch_size: int = 64, n_boot: int = 1000,
                  seed: int = 0) -> CapabilityResult:
     """Share of definitional prompts ("The king said that") where the pronoun matching the
-    subject's gender is likelier than the other, from `interp.measure.bias.measure` (the bias report's
-    own per-prompt `definitional_correct`), with a bootstrap CI over prompts."""
+    subject's gender is likelier than the other, from `interp.measure.bias.measure` (the bias
+    report's own per-prompt `definitional_correct`), with a bootstrap CI over prompts."""
     ps = P.definitional(model) if prompts is None else prompts
     frame = measure(model, ps, batch_size=batch_size)
     correct = frame["definitional_correct"].astype(float)
