@@ -2,6 +2,7 @@
 
 Fits each edit on the train occupations only and measures, on the bundled model (or --model):
 bias on the test occupations over every template (and over the templates the edit never saw),
+bias on the held-out sentence shapes no edit is fitted on (interp.measure.shapes),
 definitional gender (all words, and the words an edit did not preserve), factual recall,
 perplexity and KL on held-out text, and the fit time (statistics cached after the first fit).
 
@@ -30,6 +31,18 @@ import interp  # noqa: E402
 from interp import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES  # noqa: E402
 from interp import capability as cap  # noqa: E402
 from interp import prompts as P  # noqa: E402
+from interp.measure.shapes import score_shapes  # noqa: E402
+
+
+def shape_bias(model) -> dict:
+    """Bias on the held-out sentence shapes (interp.measure.shapes), which no edit is fitted on."""
+    out = {}
+    for family, r in score_shapes(model, n_boot=10, progress=False).items():
+        if family == "sentence_pairs":
+            out["sentence pairs: % preferring the stereotype"] = r.summary["pro_preferred"]
+        else:
+            out[f"{family}: |log-odds|"] = r.summary["abs_logodds"]
+    return out
 
 
 def measure(model, reference, last_templates=LAST_TOKEN_TEMPLATES) -> dict:
@@ -45,6 +58,7 @@ def measure(model, reference, last_templates=LAST_TOKEN_TEMPLATES) -> dict:
            "definitional acc": defs.definitional_correct.mean(),
            "definitional acc (test words)": defs.definitional_correct[held_words].mean(),
            "definitional log-odds": signed.mean(),
+           **shape_bias(model),
            "facts": cap.factual_recall(model, n_boot=10).value,
            "perplexity": cap.perplexity(model, n_boot=10).value}
     if reference is not None:
@@ -96,7 +110,7 @@ def main():
     table = pd.DataFrame(rows)
     base = table["unedited"]
     # Changes: accuracies in points, everything else relative (%).
-    points = table.index.str.contains("acc") | (table.index == "facts")
+    points = table.index.str.contains("acc|%") | (table.index == "facts")
     for col in table.columns[1:]:
         table[col + " Δ"] = (100 * (table[col] / base - 1)).where(
             ~points, 100 * (table[col] - base)).round(1)

@@ -197,8 +197,9 @@ FileOpt = {name: typer.Option(None, help=f"{label} file or folder to score as we
 @app.command()
 def evaluate(
     model: Optional[str] = ModelOpt,
-    suites: str = typer.Option("occupations,definitional,facts,perplexity",
-                               help="Comma list of occupations, definitional, facts, perplexity."),
+    suites: str = typer.Option("occupations,shapes,definitional,facts,perplexity",
+                               help="Comma list of occupations, shapes, definitional, facts, "
+                                    "perplexity."),
     edit: Optional[Path] = typer.Option(None, help="An edit file: evaluate before and after it."),
     winobias: Optional[Path] = FileOpt["winobias"],
     winogender: Optional[Path] = FileOpt["winogender"],

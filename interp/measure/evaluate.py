@@ -3,6 +3,9 @@
 Built-in suites (no files needed):
 - occupations: mean |p(he) − p(she)| and mean |log-odds| on the held-out test occupations over
   every template (never used to fit an edit).
+- shapes: bias on sentence shapes unlike every fitting template (`measure.shapes`): two
+  participants, the pronoun deep in the sentence, object and possessive slots (mean |log-odds|,
+  normalised gap), and whole-sentence pairs (share preferring the stereotypical one, 50 ideal).
 - definitional: definitional gender accuracy ("The king said that" → he beats she).
 - facts: top-1 factual recall on one-token facts (`interp.capability`).
 - perplexity: perplexity of held-out prose.
@@ -26,14 +29,16 @@ from ..common.io import atomic_dir
 from . import capability as cap
 from . import prompts as P
 from .bias import bias
+from .shapes import score_shapes
 from .suites.run import run_suite
 
-BUILTIN = ("occupations", "definitional", "facts", "perplexity", "kl")
-DEFAULT_SUITES = ("occupations", "definitional", "facts", "perplexity")
+BUILTIN = ("occupations", "shapes", "definitional", "facts", "perplexity", "kl")
+DEFAULT_SUITES = ("occupations", "shapes", "definitional", "facts", "perplexity")
 # Which way is better, per metric: the comparison table says whether a change helped.
 IDEAL = {"abs_gap": 0.0, "abs_logodds": 0.0, "accuracy": "max", "perplexity": "min", "kl": 0.0,
          "stereotype_score": 50.0, "ss": 50.0, "delta_s": 0.0, "delta_g": 0.0,
-         "male_preferred": 50.0, "female_preferred": 50.0, "lms": "max", "icat": "max"}
+         "male_preferred": 50.0, "female_preferred": 50.0, "lms": "max", "icat": "max",
+         "abs_normalised_gap": 0.0, "pro_preferred": 50.0, "logp_pro_minus_anti": 0.0}
 COLUMNS = ["suite", "metric", "value", "ci_low", "ci_high", "n"]
 
 
@@ -148,7 +153,8 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
              n_boot: int = 1000, seed: int = 0, progress: bool | None = None) -> EvalReport:
     """Run built-in suites and benchmark files on `model`; returns an `EvalReport`.
 
-    suites: any of occupations, definitional, facts, perplexity, kl (kl needs `reference`).
+    suites: any of occupations, shapes (bias on the held-out sentence shapes of
+    `measure.shapes`), definitional, facts, perplexity, kl (kl needs `reference`).
     files: {suite name: file or directory} for winobias, winogender, crows_pairs, stereoset.
     occupations: the prompt set for the occupation bias (default: test occupations, every
     template)."""
@@ -167,6 +173,10 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
         r = _occupation_rows(model, occupations, n_boot, seed, progress)
         rows += r[0]
         details["occupations"] = r[1]
+    if "shapes" in suites:
+        for res in score_shapes(model, n_boot=n_boot, seed=seed, progress=progress).values():
+            details[res.name] = res
+            rows += _suite_rows(res)
     runners = {"definitional": lambda: cap.definitional(model, n_boot=n_boot, seed=seed),
                "facts": lambda: cap.factual_recall(model, n_boot=n_boot, seed=seed),
                "perplexity": lambda: cap.perplexity(model, n_boot=n_boot, seed=seed),
@@ -180,16 +190,18 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
     for name, path in (files or {}).items():
         res = run_suite(model, name, path, n_boot=n_boot, seed=seed, progress=progress)
         details[res.name] = res
-        n = len(res.frame)
-        for metric, row in res.summary_frame().iterrows():
-            if metric.startswith("n_"):
-                continue
-            rows.append({"suite": res.name, "metric": metric, "value": row["value"],
-                         "ci_low": row["lo"], "ci_high": row["hi"], "n": n})
+        rows += _suite_rows(res)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     meta = {"model": model.name, "fingerprint": model.fingerprint(), "suites": list(suites),
             "files": {k: str(v) for k, v in (files or {}).items()}, "seed": seed}
     return EvalReport(frame, meta, details)
+
+
+def _suite_rows(res) -> list[dict]:
+    """A `SuiteResult`'s summary numbers as report rows (counts left out)."""
+    return [{"suite": res.name, "metric": metric, "value": row["value"], "ci_low": row["lo"],
+             "ci_high": row["hi"], "n": len(res.frame)}
+            for metric, row in res.summary_frame().iterrows() if not metric.startswith("n_")]
 
 
 def _occupation_rows(model, occupations, n_boot, seed, progress):
