@@ -11,7 +11,7 @@ perplexity and KL on held-out text, and the fit time (statistics cached after th
   12 holds 6 out, to measure how the edit carries over to unseen templates), bare prompts (a
   prefix doubles the fit time and did not help), with the train-split definitional prompts
   preserved (weight 0.1): the edit must not move "The king said that", only the occupations.
-  Changes are relative, in points for accuracies.
+  Changes are relative, in points for accuracies and shares.
 
     python benchmarks/edit_sites.py                         # both, default settings
     python benchmarks/edit_sites.py --sites last --last-templates 12 --preserve-weight 0.07
@@ -75,6 +75,8 @@ def main():
     ap.add_argument("--prefixes", type=int, default=0,
                     help="Generated prefixes per prompt of the last-token edit (0: bare only).")
     ap.add_argument("--last-layers", default="24,25,26,27,28,29")
+    ap.add_argument("--attn-layers", default="",
+                    help="Attention layers the last-token edit changes too (e.g. 26,27).")
     ap.add_argument("--last-templates", type=int, default=len(LAST_TOKEN_TEMPLATES),
                     help="How many of the templates the last-token edit is fitted on (first N).")
     ap.add_argument("--save", default=None, help="Directory to save each edit in.")
@@ -90,7 +92,8 @@ def main():
         "last": {"prompts": P.professions(model, "train", templates=last_templates),
                  "layers": sorted(set(last_layers)), "site": "last",
                  "preserve": P.definitional(model, templates=last_templates, split="train"),
-                 "preserve_weight": args.preserve_weight, "n_prefixes": args.prefixes},
+                 "preserve_weight": args.preserve_weight, "n_prefixes": args.prefixes,
+                 "attn_layers": [int(x) for x in args.attn_layers.split(",") if x]},
     }
     rows = {"unedited": measure(model, None, last_templates)}
     print(f"{model!r}")
@@ -105,15 +108,18 @@ def main():
         if args.save:
             edit.save(os.path.join(args.save, f"{site}.safetensors"))
         with edit.applied(model):
-            rows[f"{site} (layers {edit.layers[0]}–{edit.layers[-1]})"] = measure(
+            attn = f", attention {edit.attn_layers}" if edit.attn_layers else ""
+            rows[f"{site} (layers {edit.layers[0]}–{edit.layers[-1]}{attn})"] = measure(
                 model, reference, last_templates)
     table = pd.DataFrame(rows)
     base = table["unedited"]
-    # Changes: accuracies in points, everything else relative (%).
-    points = table.index.str.contains("acc|%") | (table.index == "facts")
-    for col in table.columns[1:]:
-        table[col + " Δ"] = (100 * (table[col] / base - 1)).where(
-            ~points, 100 * (table[col] - base)).round(1)
+    # Changes: accuracies and shares in points, everything else relative (%).
+    fractions = table.index.str.contains("acc") | (table.index == "facts")
+    percents = table.index.str.contains("%")
+    for col in list(table.columns[1:]):
+        change = 100 * (table[col] / base - 1)
+        change = change.where(~fractions, 100 * (table[col] - base))
+        table[col + " Δ"] = change.where(~percents, table[col] - base).round(1)
     with pd.option_context("display.width", 250, "display.max_columns", None,
                            "display.float_format", "{:.4f}".format):
         print(table)

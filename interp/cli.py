@@ -238,6 +238,8 @@ def edit(
     prompts: str = prompts_option("train", "Prompts to debias: train, all, or a JSONL file."),
     layers: Optional[str] = typer.Option(None, help="Comma list of MLP layers; default: trace "
                                                     "and take the suggested band."),
+    attn_layers: Optional[str] = typer.Option(None, help="Comma list of layers whose attention "
+                                              "output projection to edit as well."),
     lam: float = typer.Option(None, help="Weight of the preservation statistics (λ)."),
     templates: Optional[int] = TemplatesOpt,
     seed: int = typer.Option(0, help="Seed of prefixes, statistics samples and the trace."),
@@ -250,7 +252,8 @@ def edit(
     out: Path = typer.Option(Path("runs/edit"), help="Output directory."),
     verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
 ):
-    """Fit an LSDM edit (a closed-form update of the located MLP weights) and save it."""
+    """Fit an LSDM edit (a closed-form update of the located MLP, and optionally attention,
+    weights) and save it."""
 
     m = _load(model)
     sets = build_prompt_sets(m, prompts, templates)
@@ -258,6 +261,8 @@ def edit(
         _fail("edit takes one prompt set")
     ps = next(iter(sets.values()))
     kw = {} if lam is None else {"lam": lam}
+    if attn_layers:
+        kw["attn_layers"] = [int(x) for x in attn_layers.split(",")]
     if preserve:
         kw["preserve"] = next(iter(build_prompt_sets(m, preserve, templates).values()))
         kw["preserve_weight"] = preserve_weight
@@ -270,7 +275,8 @@ def edit(
             located = run_trace(m, pick(ps, 60, seed), kinds=("mlp", "attn"), seed=seed,
                                 progress=True)
             chosen = chosen or located.suggest_layers("mlp", group=SITE_TOKEN[site])
-        typer.echo(f"fitting LSDM on {len(ps)} prompts, layers {chosen}, site {site} ...",
+        typer.echo(f"fitting LSDM on {len(ps)} prompts, layers {chosen}"
+                   f"{', attention ' + attn_layers if attn_layers else ''}, site {site} ...",
                    err=True)
         e = lsdm(m, ps, layers=chosen, site=site, n_prefixes=prefixes, seed=seed,
                  progress=True, **kw)

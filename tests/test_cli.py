@@ -55,7 +55,8 @@ def test_cli_demo_runs_the_whole_loop(tmp_path):
 def test_cli_edit_at_the_last_token_with_preserved_prompts(tmp_path):
     out = tmp_path / "e"
     r = CliRunner().invoke(app, ["edit", "--model", "tiny-llama", "--templates", "1",
-                                 "--layers", "3", "--site", "last", "--prefixes", "0", "--preserve",
+                                 "--layers", "3", "--attn-layers", "2,3", "--site", "last",
+                                 "--prefixes", "0", "--preserve",
                                  "definitional-train", "--preserve-weight", "0.1",
                                  "--out", str(out), "--verify"])
     assert r.exit_code == 0, r.output
@@ -63,6 +64,7 @@ def test_cli_edit_at_the_last_token_with_preserved_prompts(tmp_path):
     assert "MLP effect at the last token summed over edited layers" in r.output
     edit = interp.Edit.load(out / "edit.safetensors")
     assert edit.meta["site"] == "last" and edit.meta["preserve"]["weight"] == 0.1
+    assert edit.layers == [3] and edit.attn_layers == [2, 3]
     assert set(edit.meta["preserve"]["subjects"]) <= set(
         interp.prompts.definitional(interp.model.load.bundled_tokenizer(), split="train").subjects())
     bad = CliRunner().invoke(app, ["edit", "--model", "tiny-llama", "--templates", "1",

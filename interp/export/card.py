@@ -48,7 +48,8 @@ def _describe_source(source: dict) -> str:
 
 
 def _edit_section(em: dict, applied_here: bool) -> list[str]:
-    rows = [("method", em.get("method")), ("layers", em.get("layers")), ("λ (lam)", em.get("lam")),
+    rows = [("method", em.get("method")), ("layers", em.get("layers")),
+            ("attention layers", em.get("attn_layers") or None), ("λ (lam)", em.get("lam")),
             ("fitted on fingerprint", f"`{em.get('fingerprint')}`"),
             ("edit prompts", em.get("n_prompts", len(em.get("prompts", []) or []))),
             ("subjects", len(em.get("subjects", []) or [])), ("seed", em.get("seed")),

@@ -1,10 +1,10 @@
-"""`Edit`: per-layer low-rank weight updates with provenance; apply, revert, save, load.
-"""
+"""`Edit`: per-layer low-rank weight updates with provenance; apply, revert, save, load."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,10 @@ import torch
 from ..common.errors import InterpError
 from ..common.io import atomic_path
 
+# How a file names each factor: the MLP's as before attention edits existed ("layer3.U"), the
+# attention output projection's with its component in front ("attn.layer3.U").
+_TENSOR_NAME = re.compile(r"^(?:(attn)\.)?layer(\d+)\.([UV])$")
+
 
 class EditError(InterpError):
     """An edit cannot be fitted or applied as asked."""
@@ -20,26 +24,42 @@ class EditError(InterpError):
 
 @dataclass
 class Edit:
-    """Per-layer low-rank weight updates ΔW_l = U_l V_lᵀ of the MLP down projections, plus
-    provenance (`meta`): the model fingerprint it was fitted on, layers, λ, prompts, seeds,
-    metrics."""
+    """Per-layer low-rank weight updates ΔW_l = U_l V_lᵀ of the MLP down projections
+    (`updates`) and of the attention output projections (`attn`), plus provenance (`meta`): the
+    model fingerprint it was fitted on, layers, λ, prompts, seeds, metrics."""
 
     updates: dict[int, tuple[torch.Tensor, torch.Tensor]]
     meta: dict = field(default_factory=dict)
     _backups: dict = field(default_factory=dict, repr=False)
+    attn: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def layers(self) -> list[int]:
+        """The MLP layers the edit changes."""
         return sorted(self.updates)
 
-    def delta(self, layer: int) -> torch.Tensor:
-        U, V = self.updates[layer]
+    @property
+    def attn_layers(self) -> list[int]:
+        """The layers whose attention output projection the edit changes."""
+        return sorted(self.attn)
+
+    def sites(self) -> list[tuple[str, int]]:
+        """(component, layer) of every changed weight, in the order of the forward pass."""
+        return sorted([("attn", l) for l in self.attn] + [("mlp", l) for l in self.updates],
+                      key=lambda s: (s[1], s[0] == "mlp"))
+
+    def _factors(self, component: str) -> dict:
+        return self.updates if component == "mlp" else self.attn
+
+    def delta(self, layer: int, component: str = "mlp") -> torch.Tensor:
+        U, V = self._factors(component)[layer]
         return U.double() @ V.double().T
 
     def __repr__(self) -> str:
-        ranks = {l: self.updates[l][0].shape[1] for l in self.layers}
-        return (f"Edit(layers={self.layers}, rank per layer={ranks}, λ={self.meta.get('lam')}, "
-                f"fitted on {self.meta.get('fingerprint', '?')[:12]})")
+        ranks = {f"{c} {l}": self._factors(c)[l][0].shape[1] for c, l in self.sites()}
+        attn = f", attention layers={self.attn_layers}" if self.attn else ""
+        return (f"Edit(layers={self.layers}{attn}, rank per layer={ranks}, "
+                f"λ={self.meta.get('lam')}, fitted on {self.meta.get('fingerprint', '?')[:12]})")
 
     def apply(self, model):
         """Add the updates to the model's weights in place; returns the model."""
@@ -53,10 +73,10 @@ class Edit:
             )
         backup = {}
         with torch.no_grad():
-            for layer in self.layers:
-                w = model.arch.mlp_down_weight(model.bridge, layer)
-                backup[layer] = w.detach().clone()
-                w.add_(self.delta(layer).to(device=w.device, dtype=w.dtype))
+            for component, layer in self.sites():
+                w = model.arch.edit_weight(model.bridge, component, layer)
+                backup[component, layer] = w.detach().clone()
+                w.add_(self.delta(layer, component).to(device=w.device, dtype=w.dtype))
         self._backups[id(model)] = backup
         return model
 
@@ -70,8 +90,8 @@ class Edit:
         if backup is None:
             raise EditError("this edit is not applied to this model")
         with torch.no_grad():
-            for layer, saved in backup.items():
-                model.arch.mlp_down_weight(model.bridge, layer).copy_(saved)
+            for (component, layer), saved in backup.items():
+                model.arch.edit_weight(model.bridge, component, layer).copy_(saved)
         return model
 
     @contextlib.contextmanager
@@ -83,14 +103,15 @@ class Edit:
             self.revert(model)
 
     def save(self, path: str | Path) -> Path:
-        """One safetensors file: U_l and V_l per layer, the provenance as its JSON metadata."""
+        """One safetensors file: U and V per edited weight, the provenance as its metadata."""
         from safetensors.torch import save_file
 
-
         tensors = {}
-        for layer, (U, V) in self.updates.items():
-            tensors[f"layer{layer}.U"] = U.contiguous()
-            tensors[f"layer{layer}.V"] = V.contiguous()
+        for component, layer in self.sites():
+            prefix = "" if component == "mlp" else f"{component}."
+            U, V = self._factors(component)[layer]
+            tensors[f"{prefix}layer{layer}.U"] = U.contiguous()
+            tensors[f"{prefix}layer{layer}.V"] = V.contiguous()
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"interp_edit": json.dumps(self.meta)})
         return Path(path)
@@ -102,5 +123,12 @@ class Edit:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["interp_edit"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        layers = sorted({int(k.split(".")[0][5:]) for k in tensors})
-        return cls({l: (tensors[f"layer{l}.U"], tensors[f"layer{l}.V"]) for l in layers}, meta)
+        factors: dict[str, dict[int, dict[str, torch.Tensor]]] = {"mlp": {}, "attn": {}}
+        for name, t in tensors.items():
+            m = _TENSOR_NAME.match(name)
+            if m is None:
+                raise EditError(f"{path} holds a tensor {name!r} that is not an edit factor: "
+                                "pass a file written by Edit.save")
+            factors[m.group(1) or "mlp"].setdefault(int(m.group(2)), {})[m.group(3)] = t
+        mlp, attn = ({l: (f["U"], f["V"]) for l, f in factors[c].items()} for c in ("mlp", "attn"))
+        return cls(mlp, meta, attn=attn)

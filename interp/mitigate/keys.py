@@ -124,7 +124,7 @@ class SubjectReader:
                 kept.append(store[hooks_keep[0]] if hooks_keep else x)
             r = torch.arange(len(pos), device=pos.device)
             for n in names:
-                rows[n].append(store[n][r, pos].double())
+                rows[n].append(store[n][r, pos].flatten(1).double())  # heads side by side
         self.kept = (keep, kept) if keep is not None else None
         n_prompts = int(self.owner.max()) + 1
         counts = torch.bincount(self.owner, minlength=n_prompts).unsqueeze(1)

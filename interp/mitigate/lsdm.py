@@ -55,7 +55,8 @@ class _Clock:
         self._t = now
 
 
-def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam: float = 3000.0,
+def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
+         attn_layers: Sequence[int] = (), lam: float = 3000.0,
          site: str = "subject", preserve: PromptSet | None = None, preserve_weight: float = 1.0,
          n_prefixes: int = 1, prefix_len: int = 8, iters: int = 6, clamp_norm: float = 1.5,
          tol: float = 0.1,
@@ -65,7 +66,10 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
     was; apply the returned `Edit` to change it).
 
     layers: MLP layers to edit, bottom first; None traces the prompts and takes
-    `suggest_layers("mlp")`. lam: weight of the preservation statistics C.
+    `suggest_layers("mlp")`. attn_layers: layers whose attention output projection to edit
+    as well (its key: every head's output side by side, the projection's input), with the same
+    statistics, targets and solve; `layers=[]` edits attention only. lam: weight of the
+    preservation statistics C.
     site: where the keys are read and the targets set: "subject" (the paper's LSDM: the
     subject's last token, one key per subject) or "last" (the prompt's last token, where the
     pronoun is predicted: one key per prompt; pair it with top layers).
@@ -80,12 +84,16 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
                         progress=progress)
         layers = located.suggest_layers("mlp", group=SITE_TOKEN[site])
     layers = sorted(set(int(l) for l in layers))
-    if not layers:
-        raise EditError("no layers to edit: pass e.g. layers=[0, 1, 2]")
-    for l in layers:
+    attn_layers = sorted(set(int(l) for l in attn_layers))
+    if not layers and not attn_layers:
+        raise EditError("no layers to edit: pass e.g. layers=[0, 1, 2] (MLP) or attn_layers=[27]")
+    for l in (*layers, *attn_layers):
         if not 0 <= l < model.arch.n_layers:
             raise EditError(f"layer {l} is outside the model: it has layers "
                             f"0..{model.arch.n_layers - 1}")
+    # Bottom first, attention before the MLP of the same block: the order of the forward pass.
+    sites = sorted([("attn", l) for l in attn_layers] + [("mlp", l) for l in layers],
+                   key=lambda s: (s[1], s[0] == "mlp"))
     clock = _Clock()
     fingerprint = model.fingerprint()
     prefixes = generated_prefixes(model, n_prefixes, prefix_len, seed)
@@ -96,45 +104,47 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
         preserved = versions(model, preserve, prefixes, site)
     clock.lap("prefixes")
 
-    C = key_second_moments(model, layers, corpus=corpus, n_tokens=stats_tokens, seed=seed,
-                           progress=progress)
+    C = {(component, l): c for component, edited in (("mlp", layers), ("attn", attn_layers))
+         for l, c in key_second_moments(model, edited, corpus=corpus, n_tokens=stats_tokens,
+                                        seed=seed, component=component,
+                                        progress=progress).items()}
     clock.lap("statistics")
-    top = max(layers)
+    top = sites[-1][1]
     targets, target_report = optimise_targets(model, v, top, iters=iters, clamp_norm=clamp_norm,
                                               tol=tol, strict=strict, progress=progress)
     clock.lap("targets")
-    key_name = {l: model.arch.hook("mlp_key", l) for l in layers}
+    key_name = {s: model.arch.key_hook(*s) for s in sites}
     out_name = model.arch.hook("resid_post", top)
-    updates, backup = {}, {}
+    updates, backup = {"mlp": {}, "attn": {}}, {}
     reader = SubjectReader(model, v)
     if preserved is not None:
         preserved_reader = SubjectReader(model, preserved)
         scale = preserve_weight ** 0.5
     try:
-        for i, layer in enumerate(layers):
+        for i, (component, layer) in enumerate(sites):
             # Updates below `layer` change the stream entering it; the stream entering the
             # layer updated last is as the previous pass kept it.
-            resume = {"start": layers[i - 1] if i else 0, "stop": top + 1, "keep": layer}
-            cur = reader.read([key_name[layer], out_name], **resume)
-            K = cur[key_name[layer]].T
-            R = (targets - cur[out_name]).T / (len(layers) - i)
+            resume = {"start": sites[i - 1][1] if i else 0, "stop": top + 1, "keep": layer}
+            key = key_name[component, layer]
+            cur = reader.read([key, out_name], **resume)
+            K = cur[key].T
+            R = (targets - cur[out_name]).T / (len(sites) - i)
             if preserved is not None:
-                more = preserved_reader.read([key_name[layer], out_name], **resume)
+                more = preserved_reader.read([key, out_name], **resume)
                 if i == 0:  # nothing is updated yet: these are the outputs to keep
                     preserved_targets = more[out_name]
-                K = torch.cat([K, scale * more[key_name[layer]].T], 1)
+                K = torch.cat([K, scale * more[key].T], 1)
                 R = torch.cat([R, scale * (preserved_targets - more[out_name]).T
-                               / (len(layers) - i)], 1)
-            U, V = solve_update(K, R, C[layer], lam)
-            w = model.arch.mlp_down_weight(model.bridge, layer)
-            backup[layer] = w.detach().clone()
+                               / (len(sites) - i)], 1)
+            U, V = solve_update(K, R, C[component, layer], lam)
+            w = model.arch.edit_weight(model.bridge, component, layer)
+            backup[component, layer] = w.detach().clone()
             with torch.no_grad():
                 w.add_((U @ V.T).to(w.dtype))
-            updates[layer] = (U.float().cpu(), V.float().cpu())
+            updates[component][layer] = (U.float().cpu(), V.float().cpu())
         clock.lap("solve")
         # The fitted prompts as the edited model sees them (their bias before came free with
         # the targets' unedited run).
-
         pair = Candidates.resolve(model).ids
         after = _pronoun_bias(last_token_logprobs(
             model, [p.input_ids for p in prompts], select=[pair["male"], pair["female"]],
@@ -142,12 +152,12 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
         clock.lap("measure")
     finally:
         with torch.no_grad():
-            for layer, saved in backup.items():
-                model.arch.mlp_down_weight(model.bridge, layer).copy_(saved)
+            for (component, layer), saved in backup.items():
+                model.arch.edit_weight(model.bridge, component, layer).copy_(saved)
     before = target_report.pop("bare_before")
     meta = {
         "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
-        "lam": lam, "site": site, "seed": seed, "prefixes": prefixes, "n_prompts": len(prompts),
+        "attn_layers": attn_layers, "lam": lam, "site": site, "seed": seed, "prefixes": prefixes, "n_prompts": len(prompts),
         "preserve": None if preserve is None else {
             "weight": preserve_weight, "subjects": preserve.subjects(), "n_prompts": len(preserve)},
         "prompts": [{"text": p.text, "subject": p.subject} for p in prompts],
@@ -158,4 +168,4 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None, lam:
         "seconds": clock.laps,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    return Edit(updates, meta)
+    return Edit(updates["mlp"], meta, attn=updates["attn"])

@@ -137,14 +137,19 @@ def corpus_tokens(model, corpus, n_tokens: int, seed: int = 0,
 
 def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: int = 20000,
                        seed: int = 0, batch_size: int = 16, use_cache: bool = True,
+                       component: str = "mlp",
                        progress: bool | None = None) -> dict[int, torch.Tensor]:
-    """C_l = E[k kᵀ] (float64, d_mlp × d_mlp) of the MLP keys at each layer, over the corpus."""
+    """C_l = E[k kᵀ] (float64, width × width) of the keys of `component` ("mlp": the MLP down
+    projection's input, d_mlp wide; "attn": the attention output projection's input, heads ×
+    d_head wide) at each layer, over the corpus."""
     for l in layers:
         model.arch.check_layer(l)
+    hook = {l: model.arch.key_hook(component, l) for l in layers}
     fingerprint = model.fingerprint()
     seqs, corpus_hash = corpus_tokens(model, corpus, n_tokens, seed)
     total = sum(map(len, seqs))
-    paths = {l: cache_dir() / "stats" / fingerprint / f"layer{l}-{corpus_hash}-{total}.pt"
+    prefix = "" if component == "mlp" else f"{component}-"  # MLP files keep their old names
+    paths = {l: cache_dir() / "stats" / fingerprint / f"{prefix}layer{l}-{corpus_hash}-{total}.pt"
              for l in layers}
     result = {}
     if use_cache:
@@ -154,7 +159,7 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
     todo = [l for l in layers if l not in result]
     if not todo:
         return result
-    d = model.arch.d_mlp
+    d = model.arch.key_width(component)
     sums = {l: torch.zeros((d, d), dtype=torch.float64) for l in todo}
     count = 0
 
@@ -166,11 +171,11 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
         ids = pad_ids(model, batch)
         lengths = torch.tensor([len(s) for s in batch], device=model.device)
         mask = torch.arange(ids.shape[1], device=model.device) < lengths.unsqueeze(1)
-        keys, hooks = capture([model.arch.hook("mlp_key", l) for l in todo])
+        keys, hooks = capture([hook[l] for l in todo])
         with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
             runner.final_hidden(runner.embed(ids), 0, stop=max(todo) + 1)
         for l in todo:
-            k = keys[model.arch.hook("mlp_key", l)][mask].double()
+            k = keys[hook[l]][mask].flatten(1).double()
             sums[l] += k.T @ k
         count += int(mask.sum())
     for l in todo:

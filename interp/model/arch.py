@@ -27,6 +27,11 @@ HOOKS = {
     "mlp_key": "blocks.{layer}.mlp.out.hook_in",  # input of the MLP down projection (LSDM key)
 }
 
+# Components an edit can change, each a linear map into the residual stream: the MLP down
+# projection and the attention output projection. The key is that map's input (per head for
+# attention, (…, heads, d_head), read flattened: exactly the output projection's input).
+COMPONENTS = {"mlp": "mlp_key", "attn": "head"}
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -102,12 +107,38 @@ class Architecture:
         self.check_layer(layer)
         return bridge.blocks[layer].mlp.out.original_component
 
+    def check_component(self, component: str) -> None:
+        if component not in COMPONENTS:
+            raise InterpError(f"unknown edit component {component!r}; choose one of "
+                              f"{sorted(COMPONENTS)}")
+
+    def key_hook(self, component: str, layer: int) -> str:
+        """Bridge hook of the input of `component`'s output map at `layer` (an edit's key)."""
+        self.check_component(component)
+        return self.hook(COMPONENTS[component], layer)
+
+    def key_width(self, component: str) -> int:
+        self.check_component(component)
+        return self.d_mlp if component == "mlp" else self.n_heads * self.d_head
+
+    def out_proj(self, bridge, component: str, layer: int) -> nn.Module:
+        """The real module that maps `component`'s key into the residual stream at `layer`."""
+        self.check_component(component)
+        if component == "mlp":
+            return self.mlp_down(bridge, layer)
+        self.check_layer(layer)
+        return bridge.blocks[layer].attn.o.original_component
+
+    def edit_weight(self, bridge, component: str, layer: int) -> torch.Tensor:
+        """`component`'s output map at `layer` as a (d_model, key width) view of the live
+        parameter: W in `out = W @ key`. Writing into it edits the model."""
+        module = self.out_proj(bridge, component, layer)
+        # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out).
+        return module.weight if isinstance(module, nn.Linear) else module.weight.T
+
     def mlp_down_weight(self, bridge, layer: int) -> torch.Tensor:
         """The down-projection weight as a (d_model, d_mlp) view: W in `out = W @ key`.
 
         It is a view of the live parameter, so writing into it edits the model.
         """
-        module = self.mlp_down(bridge, layer)
-        w = module.weight
-        # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out).
-        return w if isinstance(module, nn.Linear) else w.T
+        return self.edit_weight(bridge, "mlp", layer)
