@@ -22,11 +22,11 @@ from .measure.evaluate import evaluate as run_eval
 from .measure.prompts import pick
 from .mitigate.edit import Edit
 from .mitigate.keys import SITE_TOKEN, check_site
-from .mitigate.lsdm import EDIT_TEMPLATES, lsdm
+from .mitigate.lsdm import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES, last_token_sites, lsdm
 from .mitigate.verify import verify as run_verify
 from .model.load import load_model
 from .model.upstream import version_report
-from .report import demo_report
+from .report import demo_report, headline
 from .sweep.run import run_sweep
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -341,34 +341,42 @@ def demo(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Another model than the "
                                         "bundled one (tiny-llama runs every step in seconds)."),
 ):
-    """The whole loop on the bundled model: trace the train occupations, pick the MLP layers,
-    fit LSDM, re-trace and evaluate before/after, export, and write figures and a report."""
-
+    """The whole loop on the bundled model: trace train prompts, choose the edit's sites from
+    the trace, fit LSDM at the last token (MLP and attention), fit the paper's subject edit for
+    comparison, re-trace and evaluate before/after (bias on held-out sentence shapes first),
+    export, and write figures and a report."""
     start = time.time()
-    steps = {}
 
     def step(name):
-        steps[name] = time.time()
         typer.secho(f"\n[{time.time() - start:5.0f} s] {name}", bold=True, err=True)
 
     step(f"load {model or 'the bundled SmolLM2-135M-Instruct'}")
     m = _load(model)
     typer.echo(repr(m))
-    train = P.professions(m, "train", templates=EDIT_TEMPLATES)
     to_trace = pick(P.professions(m, "train", templates=P.TEMPLATES[:1]), trace_prompts, 0)
     step(f"trace {len(to_trace)} train prompts (noise corruption, every layer and token)")
     located = run_trace(m, to_trace, kinds=("resid", "mlp", "attn"), samples=3, seed=0,
                         progress=True)
-    layers = located.suggest_layers("mlp")
-    typer.echo(f"strongest MLP band at the last subject token: layers {layers}")
-    step(f"fit LSDM on {len(train.subjects())} train occupations × {len(EDIT_TEMPLATES)} "
-         f"templates, layers {layers}")
-    edit = lsdm(m, train, layers=layers, seed=0, progress=True)
+    mlp_layers, attn_layers, why = last_token_sites(located)
+    typer.echo(f"edit sites: MLP {mlp_layers} and attention {attn_layers}, because {why}")
+    train = P.professions(m, "train", templates=LAST_TOKEN_TEMPLATES)
+    keep = P.definitional(m, templates=LAST_TOKEN_TEMPLATES, split="train")
+    step(f"fit LSDM at the last token on {len(train.subjects())} train occupations × "
+         f"{len(LAST_TOKEN_TEMPLATES)} templates (definitional train words preserved)")
+    edit = lsdm(m, train, layers=mlp_layers, attn_layers=attn_layers, site="last",
+                n_prefixes=0, preserve=keep, preserve_weight=0.1, seed=0, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     edit.save(out / "edit.safetensors")
     typer.echo(repr(edit))
-    step("re-trace with the edit and evaluate before/after (test occupations, definitional, "
-         "facts, perplexity, KL)")
+    subject_layers = located.suggest_layers("mlp")
+    step(f"for comparison, the paper's edit: the last subject token, MLP {subject_layers}")
+    paper = lsdm(m, P.professions(m, "train", templates=EDIT_TEMPLATES), layers=subject_layers,
+                 seed=0, progress=True)
+    paper.save(out / "paper_edit.safetensors")
+    with paper.applied(m):
+        paper_report = run_eval(m, ("shapes", "occupations"), progress=True)
+    step("re-trace with the edit and evaluate before/after (held-out sentence shapes, test "
+         "occupations, definitional, facts, perplexity, KL)")
     v = run_verify(m, edit, located, progress=True)
     v.save(out / "verification")
     typer.echo(v.table())
@@ -383,7 +391,9 @@ def demo(
         typer.echo(r.summary())
     step("figures and report")
     written = demo_report(v, edit, located, exports, out=out, figures=figures,
-                          seconds=time.time() - start, save_figure=save_figure)
+                          seconds=time.time() - start, save_figure=save_figure,
+                          why=why, paper=(paper, paper_report))
+    typer.echo(headline(v.before, v.after, paper_report))
     typer.echo("\n".join(f"wrote {p}" for p in written))
     typer.echo(f"\ndemo finished in {time.time() - start:.0f} s")
 

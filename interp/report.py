@@ -8,21 +8,61 @@ import pandas as pd
 from .common.io import atomic_write
 from .measure.evaluate import format_ci
 
+SITE_WORDS = {"subject": "last subject token", "last": "prompt's last token"}
+# The bias numbers a demo leads with: held-out sentence shapes first, then test occupations.
+HEADLINE = [("shapes.two_participants", "abs_logodds", "two participants: mean |log-odds|"),
+            ("shapes.deep", "abs_logodds", "pronoun deep in the sentence: mean |log-odds|"),
+            ("shapes.object_possessive", "abs_logodds", "object/possessive slots: mean |log-odds|"),
+            ("shapes.sentence_pairs", "pro_preferred",
+             "sentence pairs: % preferring the stereotype (50 = none)"),
+            ("occupations", "abs_logodds", "test occupations, our templates: mean |log-odds|")]
+
+
+def _row(report, suite: str, metric: str):
+    f = report.frame
+    hit = f[(f.suite == suite) & (f.metric == metric)]
+    return hit.iloc[0] if len(hit) else None
+
 
 def bias_figure(before, after):
-    """Bars of the bias numbers (occupations) before and after, with their 95% intervals."""
+    """Bars of the mean |log-odds| on the held-out sentence shapes and test occupations, before
+    and after, with their 95% intervals."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for label, rep in (("before", before), ("after", after)):
-        f = rep.frame[rep.frame.suite == "occupations"]
-        fig.add_bar(name=label, x=f.metric.map({"abs_gap": "mean |p(he) − p(she)|",
-                                                 "abs_logodds": "mean |log-odds|"}),
-                    y=f.value, error_y=dict(type="data", array=f.ci_high - f.value,
-                                            arrayminus=f.value - f.ci_low))
-    fig.update_layout(barmode="group", title="Bias on the held-out test occupations",
-                      yaxis_title="bias (0 = none)", width=700, height=450)
+        rows = [(name, _row(rep, s, m)) for s, m, name in HEADLINE if m == "abs_logodds"]
+        rows = [(name.split(":")[0], r) for name, r in rows if r is not None]
+        fig.add_bar(name=label, x=[n for n, _ in rows], y=[r.value for _, r in rows],
+                    error_y=dict(type="data", array=[r.ci_high - r.value for _, r in rows],
+                                 arrayminus=[r.value - r.ci_low for _, r in rows]))
+    fig.update_layout(barmode="group", title="Bias before and after the edit: mean |log p(she) "
+                      "− log p(he)| (0 = none)", yaxis_title="mean |log-odds|", width=800,
+                      height=450)
     return fig
+
+
+def headline(before, after, paper=None) -> str:
+    """The bias numbers before, after the edit and (optionally) after the paper's edit, with
+    the change relative to before, as a markdown table."""
+    rows = []
+    for suite, metric, name in HEADLINE:
+        b, a = _row(before, suite, metric), _row(after, suite, metric)
+        if b is None or a is None:
+            continue
+        row = {"bias": name.replace("|", "\\|"),  # a bare | would end the markdown cell
+               "unedited": f"{b.value:.3g}", "edited": _change(b.value, a.value, metric)}
+        if paper is not None:
+            p = _row(paper, suite, metric)
+            row["the paper's edit"] = "—" if p is None else _change(b.value, p.value, metric)
+        rows.append(row)
+    return markdown_table(pd.DataFrame(rows))
+
+
+def _change(before: float, after: float, metric: str) -> str:
+    if metric == "pro_preferred":  # a share in percent: the change in points
+        return f"{after:.3g} ({after - before:+.1f} pt)"
+    return f"{after:.3g} ({(after - before) / abs(before):+.0%})"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -53,8 +93,10 @@ def comparison_markdown(before, after) -> str:
     return text
 
 
-def demo_report(v, edit, located, exports, *, out, figures, seconds: float, save_figure) -> list:
-    """Figures (trace before/after/difference, bias bars) and `out/report.md`."""
+def demo_report(v, edit, located, exports, *, out, figures, seconds: float, save_figure,
+                why: str = "", paper=None) -> list:
+    """Figures (trace before/after/difference, bias bars) and `out/report.md`. paper: (the
+    paper's edit, its EvalReport) for one more column."""
     figures.mkdir(parents=True, exist_ok=True)
     written = []
     written += save_figure(located.plot(), figures / "trace_before")
@@ -63,19 +105,28 @@ def demo_report(v, edit, located, exports, *, out, figures, seconds: float, save
     written += save_figure(bias_figure(v.before, v.after), figures / "bias_before_after")
     sites = v.sites()
     t = edit.meta.get("targets", {})
+    paper_edit, paper_report = paper if paper is not None else (None, None)
     lines = [
-        "# interp demo: locate and remove gender bias in SmolLM2-135M-Instruct", "",
-        f"Wall time {seconds:.0f} s. Edit fitted on train occupations only; the bias below is "
-        "measured on held-out test occupations over every template.", "",
+        f"# interp demo: locate and remove gender bias in {edit.meta.get('model', 'the model')}",
+        "",
+        f"Wall time {seconds:.0f} s. The edit is fitted on train occupations in our own templates "
+        "only. The bias below is measured where it was never fitted: sentence shapes unlike "
+        "those templates (`interp.measure.shapes`), then the held-out test occupations.", "",
+        headline(v.before, v.after, paper_report), "",
         "## Located", "",
         f"Trace of {len(located.prompts)} train prompts ({located.spec['corruption']['type']} "
-        f"corruption, metric {located.spec['metric']}). Suggested MLP layers: "
-        f"{edit.meta.get('layers')}.", "",
+        f"corruption, metric {located.spec['metric']}). Edit sites: MLP "
+        f"{edit.meta.get('layers')} and attention {edit.meta.get('attn_layers')}"
+        + (f", because {why}." if why else "."), "",
         "## Edit", "",
-        f"LSDM on layers {edit.meta.get('layers')}, λ = {edit.meta.get('lam')}, "
-        f"{len(edit.meta.get('subjects', []))} subjects; targets reached mean |log-odds| "
-        f"{t.get('abs_logodds_before', float('nan')):.3f} → "
-        f"{t.get('abs_logodds_after', float('nan')):.3f}.", "",
+        f"LSDM at the {SITE_WORDS.get(edit.meta.get('site'), 'subject')}: MLP layers "
+        f"{edit.meta.get('layers')}, attention layers {edit.meta.get('attn_layers')}, "
+        f"λ = {edit.meta.get('lam')}, {edit.meta.get('n_prompts')} prompts; targets reached "
+        f"mean |log-odds| {t.get('abs_logodds_before', float('nan')):.3f} → "
+        f"{t.get('abs_logodds_after', float('nan')):.3f}."
+        + ("" if paper_edit is None else
+           f" The paper's edit, for comparison: LSDM at the last subject token, MLP layers "
+           f"{paper_edit.meta.get('layers')}."), "",
         "## Before and after", "", comparison_markdown(v.before, v.after), "",
         "## Indirect effects at the located sites", "",
         markdown_table(sites.round(4)), "",

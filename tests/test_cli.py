@@ -49,7 +49,13 @@ def test_cli_demo_runs_the_whole_loop(tmp_path):
                  "bias_before_after.html"):
         assert (tmp_path / "f" / name).exists()
     assert (tmp_path / "d" / "export" / "hf" / "model.safetensors").exists()
-    assert (tmp_path / "d" / "edit.safetensors").exists()
+    edit = interp.Edit.load(tmp_path / "d" / "edit.safetensors")
+    assert edit.meta["site"] == "last" and edit.attn_layers and edit.layers
+    assert interp.Edit.load(tmp_path / "d" / "paper_edit.safetensors").meta["site"] == "subject"
+    # It leads with the bias where the edit was never fitted, the paper's edit beside it.
+    lead = report.split("## Located")[0]
+    assert "| two participants: mean \\|log-odds\\| |" in lead and "the paper's edit" in lead
+    assert f"attention {edit.attn_layers}, because the pronoun is predicted" in report
 
 
 def test_cli_edit_at_the_last_token_with_preserved_prompts(tmp_path):

@@ -43,6 +43,25 @@ EDIT_TEMPLATES = ("The {} said that", "After the meeting, the {} said that",
 LAST_TOKEN_TEMPLATES = TEMPLATES
 
 
+def last_token_sites(located, *, mlp_width: int = 6, n_attn: int = 2) -> tuple[list, list, str]:
+    """Where a last-token edit goes, given a trace with MLP and attention cells: the top
+    `mlp_width` MLP layers, and the `n_attn` attention layers among them with the strongest
+    effect at the prompt's last token. Returns (MLP layers, attention layers, why).
+
+    The top band rather than the trace's own MLP peak at the last token: on the bundled model
+    the peak band (22–27, with attention 21 and 27) took 45% off the held-out sentence shapes'
+    bias, the top band with its strongest attention (24–29, 26–27) 59% (README, measured with
+    benchmarks/edit_sites.py)."""
+    n = int(located.frame["layer"].max()) + 1
+    mlp = list(range(max(0, n - mlp_width), n))
+    profile = located.layer_profile("attn", "last token")
+    attn = sorted(int(l) for l in profile[profile.index.isin(mlp)].nlargest(n_attn).index)
+    why = ("the pronoun is predicted at the prompt's last token, where the top MLPs edit best, "
+           "and these are the attention layers among them with the strongest effect there in "
+           "the trace (" + ", ".join(f"{l}: {profile[l]:.3f}" for l in attn) + ")")
+    return mlp, attn, why
+
+
 class _Clock:
     """Seconds spent per phase, kept in the edit's provenance (the speed benchmark reads them)."""
 
@@ -157,7 +176,8 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
     before = target_report.pop("bare_before")
     meta = {
         "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
-        "attn_layers": attn_layers, "lam": lam, "site": site, "seed": seed, "prefixes": prefixes, "n_prompts": len(prompts),
+        "attn_layers": attn_layers, "lam": lam, "site": site, "seed": seed,
+        "prefixes": prefixes, "n_prompts": len(prompts),
         "preserve": None if preserve is None else {
             "weight": preserve_weight, "subjects": preserve.subjects(), "n_prompts": len(preserve)},
         "prompts": [{"text": p.text, "subject": p.subject} for p in prompts],
