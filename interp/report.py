@@ -7,8 +7,8 @@ import pandas as pd
 
 from .common.io import atomic_write
 from .measure.evaluate import format_ci
+from .mitigate.keys import SITE_TOKEN
 
-SITE_WORDS = {"subject": "last subject token", "last": "prompt's last token"}
 # The bias numbers a demo leads with: held-out sentence shapes first, then test occupations.
 HEADLINE = [("shapes.two_participants", "abs_logodds", "two participants: mean |log-odds|"),
             ("shapes.deep", "abs_logodds", "pronoun deep in the sentence: mean |log-odds|"),
@@ -18,12 +18,6 @@ HEADLINE = [("shapes.two_participants", "abs_logodds", "two participants: mean |
             ("occupations", "abs_logodds", "test occupations, our templates: mean |log-odds|")]
 
 
-def _row(report, suite: str, metric: str):
-    f = report.frame
-    hit = f[(f.suite == suite) & (f.metric == metric)]
-    return hit.iloc[0] if len(hit) else None
-
-
 def bias_figure(before, after):
     """Bars of the mean |log-odds| on the held-out sentence shapes and test occupations, before
     and after, with their 95% intervals."""
@@ -31,7 +25,7 @@ def bias_figure(before, after):
 
     fig = go.Figure()
     for label, rep in (("before", before), ("after", after)):
-        rows = [(name, _row(rep, s, m)) for s, m, name in HEADLINE if m == "abs_logodds"]
+        rows = [(name, rep.row(s, m)) for s, m, name in HEADLINE if m == "abs_logodds"]
         rows = [(name.split(":")[0], r) for name, r in rows if r is not None]
         fig.add_bar(name=label, x=[n for n, _ in rows], y=[r.value for _, r in rows],
                     error_y=dict(type="data", array=[r.ci_high - r.value for _, r in rows],
@@ -47,13 +41,13 @@ def headline(before, after, paper=None) -> str:
     the change relative to before, as a markdown table."""
     rows = []
     for suite, metric, name in HEADLINE:
-        b, a = _row(before, suite, metric), _row(after, suite, metric)
+        b, a = before.row(suite, metric), after.row(suite, metric)
         if b is None or a is None:
             continue
         row = {"bias": name.replace("|", "\\|"),  # a bare | would end the markdown cell
                "unedited": f"{b.value:.3g}", "edited": _change(b.value, a.value, metric)}
         if paper is not None:
-            p = _row(paper, suite, metric)
+            p = paper.row(suite, metric)
             row["the paper's edit"] = "—" if p is None else _change(b.value, p.value, metric)
         rows.append(row)
     return markdown_table(pd.DataFrame(rows))
@@ -119,13 +113,14 @@ def demo_report(v, edit, located, exports, *, out, figures, seconds: float, save
         f"{edit.meta.get('layers')} and attention {edit.meta.get('attn_layers')}"
         + (f", because {why}." if why else "."), "",
         "## Edit", "",
-        f"LSDM at the {SITE_WORDS.get(edit.meta.get('site'), 'subject')}: MLP layers "
+        f"LSDM at the {SITE_TOKEN[edit.meta.get('site', 'subject')]}: MLP layers "
         f"{edit.meta.get('layers')}, attention layers {edit.meta.get('attn_layers')}, "
         f"λ = {edit.meta.get('lam')}, {edit.meta.get('n_prompts')} prompts; targets reached "
         f"mean |log-odds| {t.get('abs_logodds_before', float('nan')):.3f} → "
         f"{t.get('abs_logodds_after', float('nan')):.3f}."
         + ("" if paper_edit is None else
-           f" The paper's edit, for comparison: LSDM at the last subject token, MLP layers "
+           f" The paper's edit, for comparison: LSDM at the "
+           f"{SITE_TOKEN[paper_edit.meta.get('site', 'subject')]}, MLP layers "
            f"{paper_edit.meta.get('layers')}."), "",
         "## Before and after", "", comparison_markdown(v.before, v.after), "",
         "## Indirect effects at the located sites", "",

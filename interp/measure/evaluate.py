@@ -52,12 +52,17 @@ class EvalReport:
     def to_frame(self) -> pd.DataFrame:
         return self.frame.copy()
 
+    def row(self, suite: str, metric: str) -> pd.Series | None:
+        """The (suite, metric) row (value, ci_low, ci_high, n), or None if the report has none."""
+        hit = self.frame[(self.frame.suite == suite) & (self.frame.metric == metric)]
+        return hit.iloc[0] if len(hit) else None
+
     def value(self, suite: str, metric: str) -> float:
-        row = self.frame[(self.frame.suite == suite) & (self.frame.metric == metric)]
-        if row.empty:
+        row = self.row(suite, metric)
+        if row is None:
             raise InterpError(f"the report has no {suite}/{metric}; it has "
                               f"{sorted(set(zip(self.frame.suite, self.frame.metric)))}")
-        return float(row["value"].iloc[0])
+        return float(row["value"])
 
     def table(self) -> str:
         f = self.frame

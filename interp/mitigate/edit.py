@@ -22,6 +22,13 @@ class EditError(InterpError):
     """An edit cannot be fitted or applied as asked."""
 
 
+def forward_order(mlp_layers, attn_layers) -> list[tuple[str, int]]:
+    """(component, layer) of each edited weight in the order of the forward pass: bottom layer
+    first, attention before the MLP of its block."""
+    return sorted([("attn", l) for l in attn_layers] + [("mlp", l) for l in mlp_layers],
+                  key=lambda s: (s[1], s[0] == "mlp"))
+
+
 @dataclass
 class Edit:
     """Per-layer low-rank weight updates ΔW_l = U_l V_lᵀ of the MLP down projections
@@ -45,8 +52,7 @@ class Edit:
 
     def sites(self) -> list[tuple[str, int]]:
         """(component, layer) of every changed weight, in the order of the forward pass."""
-        return sorted([("attn", l) for l in self.attn] + [("mlp", l) for l in self.updates],
-                      key=lambda s: (s[1], s[0] == "mlp"))
+        return forward_order(self.updates, self.attn)
 
     def _factors(self, component: str) -> dict:
         return self.updates if component == "mlp" else self.attn

@@ -26,7 +26,7 @@ from ..locate.trace import trace
 from ..measure.metrics import Candidates
 from ..measure.prompts import TEMPLATES, PromptSet
 from ..model.forward import last_token_logprobs
-from .edit import Edit, EditError
+from .edit import Edit, EditError, forward_order
 from .keys import SITE_TOKEN, SubjectReader, check_site, generated_prefixes, versions
 from .solve import solve_update
 from .stats import key_second_moments
@@ -110,9 +110,7 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
         if not 0 <= l < model.arch.n_layers:
             raise EditError(f"layer {l} is outside the model: it has layers "
                             f"0..{model.arch.n_layers - 1}")
-    # Bottom first, attention before the MLP of the same block: the order of the forward pass.
-    sites = sorted([("attn", l) for l in attn_layers] + [("mlp", l) for l in layers],
-                   key=lambda s: (s[1], s[0] == "mlp"))
+    sites = forward_order(layers, attn_layers)
     clock = _Clock()
     fingerprint = model.fingerprint()
     prefixes = generated_prefixes(model, n_prefixes, prefix_len, seed)

@@ -14,10 +14,10 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..common.errors import InterpError
 from ..common.io import atomic_path, cache_dir
+from ..model.forward import batches
 from ..model.runner import Runner, capture, pad_ids
 
 STARTERS = ("The", "In", "A", "It", "When", "Today", "There", "After", "Many", "This", "For",
@@ -165,9 +165,7 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
 
     runner = Runner(model)
     seqs = sorted(seqs, key=len)
-    batches = [seqs[i: i + batch_size] for i in range(0, len(seqs), batch_size)]
-    show = progress if progress is not None else len(batches) > 4
-    for batch in tqdm(batches, desc="key statistics", unit="batch", disable=not show, leave=False):
+    for batch in batches(seqs, batch_size, progress=progress, desc="key statistics"):
         ids = pad_ids(model, batch)
         lengths = torch.tensor([len(s) for s in batch], device=model.device)
         mask = torch.arange(ids.shape[1], device=model.device) < lengths.unsqueeze(1)

@@ -15,6 +15,14 @@ from ..common.errors import EmptyPromptSetError
 from .runner import Runner, pad_ids
 
 
+def batches(items: Sequence, batch_size: int, *, progress: bool | None, desc: str):
+    """`items` in consecutive batches of `batch_size`, behind a progress bar (shown when
+    `progress` is True, or when None and there are more than four batches)."""
+    chunks = [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
+    show = progress if progress is not None else len(chunks) > 4
+    return tqdm(chunks, desc=desc, unit="batch", disable=not show, leave=False)
+
+
 @torch.no_grad()
 def last_token_logprobs(
     model,
@@ -34,9 +42,7 @@ def last_token_logprobs(
     runner = Runner(model)
     order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
     out: list[torch.Tensor | None] = [None] * len(token_ids)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    show = progress if progress is not None else len(batches) > 4
-    for batch in tqdm(batches, desc="forward", unit="batch", disable=not show, leave=False):
+    for batch in batches(order, batch_size, progress=progress, desc="forward"):
         lengths = torch.tensor([len(token_ids[i]) for i in batch], device=model.device)
         ids = pad_ids(model, [token_ids[i] for i in batch])
         logits = runner.logits_at(runner.embed(ids), 0, lengths - 1)
@@ -56,9 +62,7 @@ def padded_logits(model, seqs: Sequence[Sequence[int]], *, batch_size: int,
     ids (rows, width), float32 logits (rows, width, vocab)); positions past a sequence's end
     are padding."""
     runner = Runner(model)
-    batches = [range(s, min(s + batch_size, len(seqs))) for s in range(0, len(seqs), batch_size)]
-    show = progress if progress is not None else len(batches) > 4
-    for batch in tqdm(batches, desc=desc, unit="batch", disable=not show, leave=False):
+    for batch in batches(range(len(seqs)), batch_size, progress=progress, desc=desc):
         ids = pad_ids(model, [seqs[i] for i in batch])
         hidden = runner.final_hidden(runner.embed(ids), 0)
         yield list(batch), ids, runner.unembed(hidden).float()
