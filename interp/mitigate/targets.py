@@ -93,7 +93,6 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     pair = [cands.ids["male"], cands.ids["female"]]
     down = Downstream(model, v, layer)
     dev, owner = model.device, down.owner
-    base = {}  # the unedited log-probabilities per chunk: the first forward's (δ = 0)
     n = int(owner.max()) + 1
     counts = torch.bincount(owner, minlength=n).unsqueeze(1)
     h0 = torch.zeros((n, down.at_subject.shape[-1]), device=dev).index_add_(
@@ -102,19 +101,29 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     bound = clamp_norm * h0.norm(dim=-1, keepdim=True)
 
     def forward(row_delta, backward):
-        """Every version's log-odds and its KL from the unedited next-token distribution;
-        with backward, also the log-odds' gradients (chunk by chunk, see Downstream)."""
+        """Every version's log-odds; with backward, also their gradients (chunk by chunk, see
+        Downstream). The softmax's normaliser cancels in the log-odds, so only the two
+        pronouns' logits are computed: the unembedding is most of a top-layer edit's cost."""
         gaps = torch.zeros(len(v.ids), device=dev)
-        kls = torch.zeros(len(v.ids), device=dev)
-        for i, (g, logits) in enumerate(down.logits(row_delta)):
-            lp = logits.log_softmax(-1)
-            gap = lp[:, pair[1]] - lp[:, pair[0]]
+        for g, logits in down.logits(row_delta, select=pair):
+            gap = logits[:, 1] - logits[:, 0]
             if backward:
                 gap.sum().backward()
-            ref = base.setdefault(i, lp.detach())
             gaps[g] = gap.detach()
-            kls[g] = (ref.exp() * (ref - lp.detach())).sum(-1)
-        return gaps, kls
+        return gaps
+
+    @torch.no_grad()
+    def compare(row_delta):
+        """Each version's KL from the unedited next-token distribution, and its unedited
+        (log p(he), log p(she)): one pass over the whole vocabulary, chunk by chunk."""
+        kls = torch.zeros(len(v.ids), device=dev)
+        unedited = torch.empty((len(v.ids), 2), device=dev)
+        for (g, ref), (_, new) in zip(down.logits(torch.zeros_like(row_delta)),
+                                      down.logits(row_delta)):
+            ref, new = ref.log_softmax(-1), new.log_softmax(-1)
+            kls[g] = (ref.exp() * (ref - new)).sum(-1)
+            unedited[g] = ref[:, pair]
+        return kls, unedited
 
     members = [(owner == s).nonzero().squeeze(1) for s in range(n)]
     delta = torch.zeros_like(h0)
@@ -130,7 +139,7 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
         step = taken < iters and (retry or not (history and history[-1] * rate < tol))
         row_delta = delta[owner].clone().requires_grad_(step)
         with torch.set_grad_enabled(step), frozen(model):
-            gaps, kls = forward(row_delta, backward=step)
+            gaps = forward(row_delta, backward=step)
         mean_gap = float(gaps.abs().mean())
         history.append(mean_gap)
         if mean_gap < tol or taken == iters:
@@ -152,10 +161,8 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     bar.close()
     per_subject = torch.zeros(n, device=dev).index_add_(0, owner, gaps.abs()) / counts.squeeze(1)
     bare = torch.tensor(v.context, device=dev) == 0
-    unedited = torch.empty((len(v.ids), 2), device=dev)
-    for i, (_, g, _, _) in enumerate(down.chunks):
-        unedited[g] = base[i][:, pair]
-    report = {"bare_before": _pronoun_bias(unedited[bare]),
+    kls, unedited = compare(delta[owner])
+    report = {"bare_unedited": unedited[bare],
               "abs_logodds_before": history[0], "abs_logodds_after": float(gaps.abs().mean()),
               "history": history,
               "worst_subject_abs_logodds": float(per_subject.max()),
