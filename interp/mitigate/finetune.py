@@ -1,0 +1,166 @@
+"""The paper's baselines, fine-tuning the weights an LSDM edit changes: FT and CDA.
+
+Both train only the output maps LSDM edits (the MLP down projections of `layers`, the attention
+output projections of `attn_layers`) with Adam on the same fitting prompts, and return the
+change as an `Edit`, so that they apply, revert, save, export and verify like one:
+
+- objective="balance" (FT): the squared log-odds (log p(she) − log p(he))² at each prompt's
+  last token, the quantity LSDM's targets zero.
+- objective="cda" (counterfactual data augmentation): next-token cross-entropy on each prompt
+  completed with " he" and with its gender-swapped copy " she", weighted alike, the language-
+  modelling loss of a corpus with every gendered sentence seen in both versions. Our corpus is
+  the fitting prompts themselves: a prose corpus would contain the sentence shapes the held-out
+  evaluation keeps out of every fit.
+
+Capability is kept the way fine-tuning usually keeps it: a KL penalty towards the unedited
+next-token distribution, at every token of the bundled neutral text (the text LSDM's statistics
+protect) and at the last token of `preserve` (definitional prompts), as LSDM's solve keeps them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..measure.metrics import Candidates
+from ..measure.prompts import PromptSet
+from ..model.runner import Runner, pad_ids
+from .edit import Edit, EditError, forward_order
+from .stats import neutral_text
+
+OBJECTIVES = ("balance", "cda")
+
+
+class _Streams:
+    """The stream entering block `start` for each sequence, computed once: the blocks below the
+    lowest trained weight never change, so each step runs only the blocks from `start` on."""
+
+    def __init__(self, model, runner, seqs: Sequence[Sequence[int]], start: int):
+        self.runner, self.start, self.rows = runner, start, []
+        name = model.arch.hook("resid", start)
+        for i in range(0, len(seqs), 64):
+            batch = seqs[i: i + 64]
+            store = {}
+            with torch.no_grad(), model.bridge.hooks(
+                    fwd_hooks=[(name, lambda a, hook: store.update(h=a.detach()))]):
+                runner.final_hidden(runner.embed(pad_ids(model, batch)), 0, stop=start + 1)
+            self.rows += [store["h"][r, : len(s)] for r, s in enumerate(batch)]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def logprobs(self, rows: Sequence[int], every_position: bool = False) -> torch.Tensor:
+        """Log-probabilities at each row's last token, or at every position (equal lengths)."""
+        x = torch.nn.utils.rnn.pad_sequence([self.rows[i] for i in rows], batch_first=True)
+        if every_position:
+            hidden = self.runner.final_hidden(x, self.start)
+            return self.runner.unembed(hidden).float().log_softmax(-1)
+        last = torch.tensor([len(self.rows[i]) - 1 for i in rows], device=x.device)
+        return self.runner.logits_at(x, self.start, last).log_softmax(-1)
+
+
+def _neutral_chunks(model, length: int) -> list[list[int]]:
+    ids = model.tokenizer(neutral_text())["input_ids"]
+    return [ids[i: i + length] for i in range(0, len(ids) - length + 1, length)]
+
+
+def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: Sequence[int] = (),
+             objective: str = "balance", preserve: PromptSet | None = None,
+             preserve_weight: float = 1.0, kl_weight: float = 1.0, steps: int = 150,
+             lr: float = 1e-4, batch_size: int = 64, seed: int = 0,
+             progress: bool | None = None) -> Edit:
+    """Fine-tune the weights an LSDM edit with these layers would change (see the module's
+    docstring for the objectives); the model is left as it was. Returns the change as an
+    `Edit` (exact, factored by SVD), with the losses in its provenance."""
+    if objective not in OBJECTIVES:
+        raise EditError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
+    prompts.require_nonempty()
+    sites = forward_order(sorted(set(layers)), sorted(set(attn_layers)))
+    if not sites:
+        raise EditError("no layers to fine-tune: pass e.g. layers=[24, 25] or attn_layers=[26]")
+    for _, l in sites:
+        model.arch.check_layer(l)
+    fingerprint, clock = model.fingerprint(), time.perf_counter()
+    runner = Runner(model)
+    pair = Candidates.resolve(model).ids
+    he, she = pair["male"], pair["female"]
+    bottom = sites[0][1]
+    fit = _Streams(model, runner, [list(p.input_ids) for p in prompts], bottom)
+    kept = _Streams(model, runner, [list(p.input_ids) for p in preserve] if preserve else [],
+                    bottom)
+    neutral = _Streams(model, runner, _neutral_chunks(model, 64), bottom)
+    with torch.no_grad():  # the distributions the KL penalty keeps
+        ref_neutral = neutral.logprobs(range(len(neutral)), every_position=True)
+        ref_kept = kept.logprobs(range(len(kept))) if len(kept) else None
+
+    weights = {s: model.arch.edit_weight(model.bridge, *s) for s in sites}
+    start = {s: w.detach().clone() for s, w in weights.items()}
+    trainable = [w for w in weights.values()]
+    flags = {p: p.requires_grad for p in model.hf.parameters()}
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    try:
+        for p in model.hf.parameters():
+            p.requires_grad_(False)
+        for w in trainable:
+            w.requires_grad_(True)
+        opt = torch.optim.Adam(trainable, lr=lr)
+        show = progress if progress is not None else steps > 20
+        for _ in tqdm(range(steps), desc=objective, disable=not show, leave=False):
+            rows = torch.randperm(len(fit), generator=gen)[:batch_size].tolist()
+            lp = fit.logprobs(rows)
+            if objective == "balance":
+                bias_loss = ((lp[:, she] - lp[:, he]) ** 2).mean()
+            else:
+                bias_loss = -0.5 * (lp[:, he] + lp[:, she]).mean()
+            loss = bias_loss
+            if kl_weight:
+                pick = torch.randperm(len(neutral), generator=gen)[:8].tolist()
+                out = neutral.logprobs(pick, every_position=True)
+                loss = loss + kl_weight * _kl(ref_neutral[pick], out)
+            if len(kept):
+                pick = torch.randperm(len(kept), generator=gen)[:batch_size].tolist()
+                loss = loss + preserve_weight * _kl(ref_kept[pick], kept.logprobs(pick))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append([float(loss.detach()), float(bias_loss.detach())])
+        deltas = {s: (w.detach() - start[s]) for s, w in weights.items()}
+    finally:
+        with torch.no_grad():
+            for s, w in weights.items():
+                w.copy_(start[s])
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+    factors: dict[str, dict] = {"mlp": {}, "attn": {}}
+    for (component, layer), d in deltas.items():
+        factors[component][layer] = _factor(d)
+    meta = {
+        "method": "ft" if objective == "balance" else "cda", "objective": objective,
+        "fingerprint": fingerprint, "model": model.name,
+        "layers": sorted(factors["mlp"]), "attn_layers": sorted(factors["attn"]),
+        "steps": steps, "lr": lr, "batch_size": batch_size, "kl_weight": kl_weight,
+        "preserve": None if preserve is None else {"weight": preserve_weight,
+                                                    "n_prompts": len(preserve)},
+        "seed": seed, "n_prompts": len(prompts),
+        "prompts": [{"text": p.text, "subject": p.subject} for p in prompts],
+        "loss_first": losses[0], "loss_last": losses[-1],
+        "seconds": {"fit": round(time.perf_counter() - clock, 2)},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return Edit(factors["mlp"], meta, attn=factors["attn"])
+
+
+def _kl(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Mean KL(ref ‖ out) over the rows (and positions) of log-probabilities."""
+    return (ref.exp() * (ref - out)).sum(-1).mean()
+
+
+def _factor(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dense change ΔW as the factors (U, V) of an `Edit`, ΔW = U Vᵀ, exactly (full rank)."""
+    P, S, Qh = torch.linalg.svd(delta.double(), full_matrices=False)
+    return (P * S).float(), Qh.T.float()

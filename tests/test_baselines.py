@@ -1,0 +1,162 @@
+"""The baselines LSDM is compared against: FT and CDA fine-tuning (interp.mitigate.finetune).
+Tiny random models."""
+
+import pytest
+import torch
+
+import interp
+from interp import prompts as P
+from interp.mitigate.edit import Edit, EditError
+from interp.mitigate.finetune import _factor, finetune
+from interp.mitigate.project import bias_directions, project, steer
+from interp.model.forward import last_token_logprobs
+from interp.model.runner import Runner
+
+
+def _pronoun_logprobs(model, ps):
+    ids = interp.metrics.Candidates.resolve(model).ids
+    lp = last_token_logprobs(model, [p.input_ids for p in ps], progress=False)
+    return lp[:, ids["male"]], lp[:, ids["female"]]
+
+
+@pytest.fixture(scope="module")
+def fit_prompts(tiny_llama):
+    return P.professions(tiny_llama, "train", templates=P.TEMPLATES[:2])[:16]
+
+
+def test_a_dense_change_factors_exactly():
+    d = torch.randn(12, 20, dtype=torch.float64)
+    U, V = _factor(d)
+    assert U.shape == (12, 12) and V.shape == (20, 12)
+    assert torch.allclose(U.double() @ V.double().T, d, atol=1e-5)
+
+
+def test_ft_changes_only_its_weights_and_leaves_the_model_as_it_was(tiny_llama, fit_prompts):
+    before = {n: p.detach().clone() for n, p in tiny_llama.hf.named_parameters()}
+    flags = {n: p.requires_grad for n, p in tiny_llama.hf.named_parameters()}
+    edit = finetune(tiny_llama, fit_prompts, layers=[2], attn_layers=[3], steps=5, lr=1e-2,
+                    progress=False)
+    after = dict(tiny_llama.hf.named_parameters())
+    assert all(torch.equal(before[n], p) for n, p in after.items())
+    assert flags == {n: p.requires_grad for n, p in after.items()}
+    assert edit.layers == [2] and edit.attn_layers == [3]
+    assert edit.meta["method"] == "ft" and edit.meta["fingerprint"] == tiny_llama.fingerprint()
+    with edit.applied(tiny_llama):
+        changed = {n for n, p in tiny_llama.hf.named_parameters() if not torch.equal(before[n], p)}
+    mlp = tiny_llama.arch.edit_weight(tiny_llama.bridge, "mlp", 2)
+    attn = tiny_llama.arch.edit_weight(tiny_llama.bridge, "attn", 3)
+    names = {n for n, p in tiny_llama.hf.named_parameters() if p is mlp or p is attn}
+    assert changed == names and len(names) == 2
+
+
+def test_ft_balances_the_pronouns_on_its_prompts(tiny_llama, fit_prompts):
+    m, f = _pronoun_logprobs(tiny_llama, fit_prompts)
+    edit = finetune(tiny_llama, fit_prompts, layers=[2, 3], steps=40, lr=3e-3, kl_weight=0.0,
+                    batch_size=16, progress=False)
+    with edit.applied(tiny_llama):
+        m2, f2 = _pronoun_logprobs(tiny_llama, fit_prompts)
+    before, after = ((f - m) ** 2).mean(), ((f2 - m2) ** 2).mean()
+    assert after < 0.2 * before, (before, after)
+    assert edit.meta["loss_last"][1] < edit.meta["loss_first"][1]
+
+
+def test_ft_runs_only_the_trained_blocks_and_sees_the_model_s_own_log_odds(tiny_llama,
+                                                                           fit_prompts):
+    # Its first loss, over every prompt at once, from streams cached below the trained block
+    # equals the squared log-odds of a plain full forward.
+    m, f = _pronoun_logprobs(tiny_llama, fit_prompts)
+    edit = finetune(tiny_llama, fit_prompts, layers=[3], steps=1, kl_weight=0.0,
+                    batch_size=len(fit_prompts), progress=False)
+    assert abs(edit.meta["loss_first"][1] - float(((f - m) ** 2).mean())) < 1e-4
+
+
+def test_cda_raises_both_pronouns(tiny_llama, fit_prompts):
+    m, f = _pronoun_logprobs(tiny_llama, fit_prompts)
+    edit = finetune(tiny_llama, fit_prompts, layers=[3], objective="cda", steps=20, lr=3e-3,
+                    kl_weight=0.0, batch_size=16, progress=False)
+    with edit.applied(tiny_llama):
+        m2, f2 = _pronoun_logprobs(tiny_llama, fit_prompts)
+    assert edit.meta["method"] == "cda"
+    assert (m2 + f2).mean() > (m + f).mean() + 0.5
+
+
+def test_a_fine_tuned_edit_saves_and_loads(tiny_llama, fit_prompts, tmp_path):
+    edit = finetune(tiny_llama, fit_prompts, layers=[1], steps=3, lr=1e-2, progress=False)
+    path = edit.save(tmp_path / "ft.safetensors")
+    again = Edit.load(path)
+    assert torch.allclose(again.delta(1), edit.delta(1))
+    assert again.meta["objective"] == "balance"
+
+
+def test_bad_baseline_arguments_are_clear_errors(tiny_llama, fit_prompts):
+    with pytest.raises(EditError, match="objective must be one of"):
+        finetune(tiny_llama, fit_prompts, layers=[1], objective="dpo")
+    with pytest.raises(EditError, match="no layers to fine-tune"):
+        finetune(tiny_llama, fit_prompts, layers=[])
+
+
+# ---- projection (DAMA-style) and steering ----------------------------------------------------
+
+def _last_token_acts(model, ps, hook):
+    rows = []
+    for p in ps:
+        _, cache = model.bridge.run_with_cache(torch.tensor([list(p.input_ids)]),
+                                               names_filter=hook)
+        rows.append(cache[hook][0, -1].double())
+    return torch.stack(rows)
+
+
+def test_the_bias_direction_is_the_output_covariance_with_the_log_odds(tiny_llama, fit_prompts):
+    hook = tiny_llama.arch.hook("mlp", 2)
+    (u, mean), = bias_directions(tiny_llama, fit_prompts, {"x": hook}).values()
+    O = _last_token_acts(tiny_llama, fit_prompts, hook)
+    m, f = _pronoun_logprobs(tiny_llama, fit_prompts)
+    y = (f - m).double()
+    want = (O - O.mean(0)).T @ (y - y.mean())
+    assert torch.allclose(u.double(), want / want.norm(), atol=1e-4)
+    assert torch.allclose(mean.double(), O.mean(0), atol=1e-5)
+
+
+def test_a_projection_edit_removes_its_direction_from_the_outputs(tiny_llama, fit_prompts):
+    edit = project(tiny_llama, fit_prompts, layers=[2], attn_layers=[1])
+    hook = tiny_llama.arch.hook("mlp", 2)
+    (u, _), = bias_directions(tiny_llama, fit_prompts, {"x": hook}).values()
+    before = _last_token_acts(tiny_llama, fit_prompts, hook) @ u.double()
+    with edit.applied(tiny_llama):
+        # the attention projection below changes the MLP's input a little: read its output now
+        after = _last_token_acts(tiny_llama, fit_prompts, hook) @ u.double()
+    assert before.abs().max() > 1e-3
+    assert after.abs().max() < 1e-4 * max(1.0, float(before.abs().max()))
+    assert edit.meta["method"] == "project" and edit.attn_layers == [1]
+    assert edit.updates[2][0].shape[1] == 1  # rank one
+
+
+def test_steering_equals_ablating_the_stream_by_hand(tiny_llama, fit_prompts):
+    layer, strength = 2, 0.7
+    s = steer(tiny_llama, fit_prompts, layer=layer, strength=strength)
+    ids = torch.tensor([list(fit_prompts[0].input_ids)])
+    runner = Runner(tiny_llama)
+    store = {}
+    with torch.no_grad(), tiny_llama.bridge.hooks(fwd_hooks=[(
+            tiny_llama.arch.hook("resid", layer), lambda a, hook: store.update(h=a.clone()))]):
+        plain = runner.logits_at(runner.embed(ids), 0, torch.tensor([ids.shape[1] - 1]))
+    h = store["h"]
+    ablated = h - strength * ((h - s.mean) @ s.direction)[..., None] * s.direction
+    with torch.no_grad():
+        want = runner.logits_at(ablated, layer, torch.tensor([ids.shape[1] - 1]))
+        with s.applied(tiny_llama):
+            got = runner.logits_at(runner.embed(ids), 0, torch.tensor([ids.shape[1] - 1]))
+        again = runner.logits_at(runner.embed(ids), 0, torch.tensor([ids.shape[1] - 1]))
+    assert (got - want).abs().max() < 1e-4
+    assert (got - plain).abs().max() > 1e-4
+    assert torch.equal(again, plain) and not s.is_applied(tiny_llama)
+
+
+def test_steering_and_projection_arguments_are_checked(tiny_llama, fit_prompts):
+    with pytest.raises(EditError, match="no layers to project"):
+        project(tiny_llama, fit_prompts, layers=[])
+    s = steer(tiny_llama, fit_prompts, layer=1)
+    with s.applied(tiny_llama), pytest.raises(EditError, match="already applied"):
+        s.apply(tiny_llama)
+    with pytest.raises(EditError, match="not applied"):
+        s.revert(tiny_llama)
