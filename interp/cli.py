@@ -21,8 +21,9 @@ from .measure.evaluate import comparison_table
 from .measure.evaluate import evaluate as run_eval
 from .measure.prompts import pick
 from .mitigate.edit import Edit
-from .mitigate.keys import SITE_TOKEN, check_site
-from .mitigate.lsdm import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES, last_token_sites, lsdm
+from .mitigate.keys import check_site
+from .mitigate.lsdm import (EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES, choose_sites,
+                            last_token_sites, lsdm)
 from .mitigate.verify import verify as run_verify
 from .model.load import load_model
 from .model.upstream import version_report
@@ -243,12 +244,16 @@ def edit(
     lam: float = typer.Option(None, help="Weight of the preservation statistics (λ)."),
     templates: Optional[int] = TemplatesOpt,
     seed: int = typer.Option(0, help="Seed of prefixes, statistics samples and the trace."),
-    site: str = typer.Option("subject", help="Where keys and targets are: subject (the "
-                             "paper's last subject token) or last (the prompt's last token)."),
+    site: str = typer.Option("last", help="Where keys and targets are: last (the prompt's "
+                             "last token, the best recipe) or subject (the paper's last "
+                             "subject token)."),
     preserve: Optional[str] = typer.Option(None, help="Prompts whose prediction must stay: a "
-                                           "built-in set (e.g. definitional-train) or JSONL."),
-    preserve_weight: float = typer.Option(1.0, help="Weight of the preserved prompts' keys."),
-    prefixes: int = typer.Option(1, help="Generated prefixes per prompt (0: bare prompts)."),
+                                           "built-in set (e.g. definitional-train) or JSONL; "
+                                           "default: definitional-train for site last."),
+    preserve_weight: float = typer.Option(0.1, help="Weight of the preserved prompts' keys."),
+    prefixes: Optional[int] = typer.Option(None, help="Generated prefixes per prompt (0: bare "
+                                           "prompts; default 0 at the last token, 1 at the "
+                                           "subject)."),
     out: Path = typer.Option(Path("runs/edit"), help="Output directory."),
     verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
 ):
@@ -261,25 +266,25 @@ def edit(
         _fail("edit takes one prompt set")
     ps = next(iter(sets.values()))
     kw = {} if lam is None else {"lam": lam}
-    if attn_layers:
-        kw["attn_layers"] = [int(x) for x in attn_layers.split(",")]
     if preserve:
         kw["preserve"] = next(iter(build_prompt_sets(m, preserve, templates).values()))
-        kw["preserve_weight"] = preserve_weight
     try:
         check_site(site)  # before the trace, which takes minutes
         located = None
         chosen = [int(x) for x in layers.split(",")] if layers else None
+        attn = [int(x) for x in attn_layers.split(",")] if attn_layers else None
         if chosen is None or verify:
-            typer.echo("tracing the edit prompts to locate the MLP layers ...", err=True)
+            typer.echo("tracing the edit prompts to locate the edit's sites ...", err=True)
             located = run_trace(m, pick(ps, 60, seed), kinds=("mlp", "attn"), seed=seed,
                                 progress=True)
-            chosen = chosen or located.suggest_layers("mlp", group=SITE_TOKEN[site])
-        typer.echo(f"fitting LSDM on {len(ps)} prompts, layers {chosen}"
-                   f"{', attention ' + attn_layers if attn_layers else ''}, site {site} ...",
-                   err=True)
-        e = lsdm(m, ps, layers=chosen, site=site, n_prefixes=prefixes, seed=seed,
-                 progress=True, **kw)
+        if chosen is None:
+            chosen, traced_attn, why = choose_sites(located, site)
+            attn = traced_attn if attn is None else attn
+            typer.echo(f"edit sites: MLP {chosen}, attention {attn}: {why}", err=True)
+        typer.echo(f"fitting LSDM on {len(ps)} prompts, MLP layers {chosen}, attention "
+                   f"{attn or []}, site {site} ...", err=True)
+        e = lsdm(m, ps, layers=chosen, attn_layers=attn or [], site=site, n_prefixes=prefixes,
+                 preserve_weight=preserve_weight, seed=seed, progress=True, **kw)
     except InterpError as err:
         _fail(str(err))
     out.mkdir(parents=True, exist_ok=True)
@@ -371,7 +376,7 @@ def demo(
     subject_layers = located.suggest_layers("mlp")
     step(f"for comparison, the paper's edit: the last subject token, MLP {subject_layers}")
     paper = lsdm(m, P.professions(m, "train", templates=EDIT_TEMPLATES), layers=subject_layers,
-                 seed=0, progress=True)
+                 site="subject", seed=0, progress=True)
     paper.save(out / "paper_edit.safetensors")
     with paper.applied(m):
         paper_report = run_eval(m, ("shapes", "occupations"), progress=True)

@@ -59,7 +59,7 @@ def attn_edit(tiny_llama):
     top = tiny_llama.arch.n_layers - 1
     # A random model is barely biased: a tight tolerance makes the targets move.
     edit = lsdm(tiny_llama, ps, layers=[top], attn_layers=[top - 1, top], site="last",
-                n_prefixes=0, lam=1e-2, tol=1e-3, stats_tokens=1500, progress=False)
+                preserve=None, n_prefixes=0, lam=1e-2, tol=1e-3, stats_tokens=1500, progress=False)
     return edit, ps
 
 
@@ -83,8 +83,8 @@ def test_an_attention_and_mlp_edit_balances_its_prompts(tiny_llama, attn_edit):
 def test_an_attention_only_edit_balances_its_prompts(tiny_llama):
     ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:2])[:6]
     top = tiny_llama.arch.n_layers - 1
-    edit = lsdm(tiny_llama, ps, layers=[], attn_layers=[top], site="last", n_prefixes=0,
-                lam=1e-2, tol=1e-3, stats_tokens=1500, progress=False)
+    edit = lsdm(tiny_llama, ps, layers=[], attn_layers=[top], site="last", preserve=None,
+                n_prefixes=0, lam=1e-2, tol=1e-3, stats_tokens=1500, progress=False)
     assert edit.layers == [] and edit.attn_layers == [top]
     before = _pronoun_logodds(tiny_llama, ps).abs().mean()
     with edit.applied(tiny_llama):
@@ -97,8 +97,8 @@ def test_an_attention_only_edit_balances_its_prompts(tiny_llama):
 @pytest.mark.smoke
 def test_apply_and_revert_of_attention_updates_are_bit_exact(tiny, tmp_path):
     ps = P.professions(tiny, "train", templates=P.TEMPLATES[:1])[:4]
-    edit = lsdm(tiny, ps, layers=[1], attn_layers=[1, 2], site="last", n_prefixes=0,
-                stats_tokens=1000, strict=False, progress=False)
+    edit = lsdm(tiny, ps, layers=[1], attn_layers=[1, 2], site="last", preserve=None,
+                n_prefixes=0, stats_tokens=1000, strict=False, progress=False)
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
     o_proj = {l: tiny.arch.edit_weight(tiny.bridge, "attn", l) for l in (1, 2)}
     originals = {l: w.detach().clone() for l, w in o_proj.items()}

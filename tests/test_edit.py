@@ -61,8 +61,8 @@ def test_ill_conditioned_statistics_are_a_clear_error():
 @pytest.fixture(scope="module")
 def tiny_edit(tiny_llama):
     ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:2])[:12]
-    edit = lsdm(tiny_llama, ps, layers=[0, 1], n_prefixes=2, prefix_len=4, iters=6,
-                stats_tokens=1500, strict=False, progress=False)
+    edit = lsdm(tiny_llama, ps, layers=[0, 1], site="subject", n_prefixes=2, prefix_len=4,
+                iters=6, stats_tokens=1500, strict=False, progress=False)
     return edit, ps
 
 
@@ -127,7 +127,7 @@ def test_bad_edit_input_is_a_clear_error(tiny_llama):
     with pytest.raises(interp.EmptyPromptSetError):
         lsdm(tiny_llama, interp.PromptSet([]), layers=[0])
     with pytest.raises(EditError, match="did not converge"):
-        lsdm(tiny_llama, ps, layers=[0], n_prefixes=0, iters=1, tol=1e-6,
+        lsdm(tiny_llama, ps, layers=[0], site="subject", n_prefixes=0, iters=1, tol=1e-6,
              stats_tokens=500)
 
 
@@ -267,3 +267,22 @@ def test_sampled_corpus_is_seeded_and_no_longer_than_needed(tiny_llama):
         k = cache[hook][0].double()
         total += k.T @ k
     assert torch.allclose(C, total / 5000, rtol=1e-6, atol=1e-9)
+
+
+def test_the_default_lsdm_is_the_best_recipe(tiny_llama):
+    # Last token, the sites a trace chooses (top MLPs and their strongest attention), the
+    # train-split definitional prompts preserved at weight 0.1, bare prompts.
+    ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:1])[:6]
+    edit = lsdm(tiny_llama, ps, stats_tokens=1000, strict=False, progress=False)
+    n = tiny_llama.arch.n_layers
+    assert edit.meta["site"] == "last" and edit.meta["n_prefixes"] == 0
+    assert edit.layers == list(range(max(0, n - 6), n)) and len(edit.attn_layers) == 2
+    assert set(edit.attn_layers) <= set(edit.layers)
+    assert "strongest effect" in edit.meta["sites_chosen"]
+    assert edit.meta["preserve"]["weight"] == 0.1
+    assert edit.meta["preserve"]["subjects"] == P.definitional(tiny_llama, split="train").subjects()
+    paper = lsdm(tiny_llama, ps, layers=[0], site="subject", stats_tokens=1000, strict=False,
+                 progress=False)
+    assert paper.meta["preserve"] is None and paper.meta["n_prefixes"] == 1
+    with pytest.raises(EditError, match="preserve must be a PromptSet, None or 'auto'"):
+        lsdm(tiny_llama, ps, layers=[0], preserve="definitional")

@@ -77,7 +77,7 @@ def test_bad_suite_requests_are_clear_errors(tiny_llama):
 def verification(tiny_llama):
     ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:1])[:6]
     located = interp.trace(tiny_llama, ps, kinds=("mlp", "attn"), samples=2, progress=False)
-    edit = interp.lsdm(tiny_llama, ps, layers=[0, 1], n_prefixes=1, prefix_len=4,
+    edit = interp.lsdm(tiny_llama, ps, layers=[0, 1], site="subject", n_prefixes=1, prefix_len=4,
                        stats_tokens=1000, strict=False, progress=False)
     fp = tiny_llama.fingerprint()
     v = verify(tiny_llama, edit, located, suites=("occupations", "facts"),

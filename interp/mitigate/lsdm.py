@@ -1,17 +1,20 @@
-"""LSDM: a least-squares (MEMIT-style) closed-form edit of the located MLP weights.
+"""LSDM: a least-squares (MEMIT-style) closed-form edit of the located MLP (and attention
+output) weights.
 
-For each edit prompt, a key k (the MLP down-projection input at the subject's last token, averaged
-over a few generated prefixes and the bare prompt) and a target v* (the residual stream after the
-last edited layer, optimised so that p(he) = p(she)). Each edited layer, bottom first, solves
+For each edit prompt, a key k (the input of the edited output map at the edited token) and a
+target v* (the residual stream after the last edited layer there, optimised so that p(he) =
+p(she)). Each edited weight, bottom first, solves
 
-    ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹,   R = (V* − current outputs) / (layers left)
+    ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹,   R = (V* − current outputs) / (weights left)
 
-in float64, with C = E[k kᵀ] over neutral text protecting everything else the MLP does.
+in float64, with C = E[k kᵀ] over neutral text protecting everything else the weight does.
 
-site="last" reads keys and sets targets at the prompt's last token instead (one per prompt
-version), for top layers: there the edit sees the whole prompt, so it reaches occupations it
-was not fitted on far better (README, benchmarks/edit_sites.py). `preserve` adds prompts whose
-outputs must stay (definitional ones) to the solve.
+The default reads keys and sets targets at the prompt's last token (one per prompt), in the
+top MLPs and the attention layers among them that a trace finds strongest there, with the
+definitional prompts preserved: there the edit sees the whole prompt, so it reaches occupations
+and sentence shapes it was not fitted on far better (README, benchmarks/edit_sites.py).
+site="subject" is the paper's LSDM: keys at the subject's last token, averaged over a few
+generated prefixes and the bare prompt, in the bottom MLPs.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 
 from ..locate.trace import trace
 from ..measure.metrics import Candidates
-from ..measure.prompts import TEMPLATES, PromptSet
+from ..measure.prompts import TEMPLATES, PromptSet, definitional
 from ..model.forward import last_token_logprobs
 from .edit import Edit, EditError, forward_order
 from .keys import SITE_TOKEN, SubjectReader, check_site, generated_prefixes, versions
@@ -62,6 +65,38 @@ def last_token_sites(located, *, mlp_width: int = 6, n_attn: int = 2) -> tuple[l
     return mlp, attn, why
 
 
+def choose_sites(located, site: str = "last") -> tuple[list, list, str]:
+    """The edit's sites from a trace: `last_token_sites` for site "last" (the trace needs MLP
+    and attention cells), the trace's MLP band at the subject's last token for the paper's
+    site "subject". Returns (MLP layers, attention layers, why)."""
+    check_site(site)
+    if site == "last":
+        return last_token_sites(located)
+    layers = located.suggest_layers("mlp", group=SITE_TOKEN[site])
+    return layers, [], ("the paper's LSDM: the band of MLP layers with the strongest effect at "
+                        "the subject's last token in the trace")
+
+
+def _preserved(model, preserve, site: str):
+    """`preserve` as a prompt set: "auto" is the train-split definitional words ("The king said
+    that") for a last-token edit, whose keys they share; nothing for the paper's subject edit."""
+    if isinstance(preserve, str):
+        if preserve != "auto":
+            raise EditError(f"preserve must be a PromptSet, None or 'auto', not {preserve!r}")
+        return definitional(model, split="train") if site == "last" else None
+    return preserve
+
+
+MEASURED = 512
+
+
+def _evenly(n: int, most: int) -> list[int]:
+    """Up to `most` indices spread evenly over range(n), all of them when n ≤ most."""
+    if n <= most:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (most - 1)) for i in range(most)})
+
+
 class _Clock:
     """Seconds spent per phase, kept in the edit's provenance (the speed benchmark reads them)."""
 
@@ -75,35 +110,49 @@ class _Clock:
 
 
 def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
-         attn_layers: Sequence[int] = (), lam: float = 3000.0,
-         site: str = "subject", preserve: PromptSet | None = None, preserve_weight: float = 1.0,
-         n_prefixes: int = 1, prefix_len: int = 8, iters: int = 6, clamp_norm: float = 1.5,
+         attn_layers: Sequence[int] | None = None, lam: float = 3000.0,
+         site: str = "last", preserve: PromptSet | str | None = "auto",
+         preserve_weight: float = 0.1,
+         n_prefixes: int | None = None, prefix_len: int = 8, iters: int = 6,
+         clamp_norm: float = 1.5,
          tol: float = 0.1,
          stats_tokens: int = 20000, corpus=None, seed: int = 0, strict: bool = True,
          progress: bool | None = None) -> Edit:
     """Fit an LSDM edit that balances p(he) and p(she) on `prompts` (the model is left as it
-    was; apply the returned `Edit` to change it).
+    was; apply the returned `Edit` to change it). The defaults are the best recipe measured
+    (README, benchmarks/mitigations.py); `site="subject"` is the paper's method.
 
-    layers: MLP layers to edit, bottom first; None traces the prompts and takes
-    `suggest_layers("mlp")`. attn_layers: layers whose attention output projection to edit
-    as well (its key: every head's output side by side, the projection's input), with the same
-    statistics, targets and solve; `layers=[]` edits attention only. lam: weight of the
+    layers: MLP layers to edit, bottom first; None traces the prompts (MLP and attention) and
+    takes `choose_sites`: for site "last", the top six MLPs and the two attention layers among
+    them with the strongest effect at the last token. attn_layers: layers whose attention
+    output projection to edit as well (its key: every head's output side by side, the
+    projection's input), with the same statistics, targets and solve; None: the trace's choice
+    when `layers` is None, else none; `layers=[]` edits attention only. lam: weight of the
     preservation statistics C.
-    site: where the keys are read and the targets set: "subject" (the paper's LSDM: the
-    subject's last token, one key per subject) or "last" (the prompt's last token, where the
-    pronoun is predicted: one key per prompt; pair it with top layers).
+    site: where the keys are read and the targets set: "last" (the prompt's last token, where
+    the pronoun is predicted: one key per prompt; pair it with top layers and fit every
+    template) or "subject" (the paper's LSDM: the subject's last token, one key per subject).
     preserve: prompts whose next-token prediction must stay as it is (e.g. definitional ones,
     "The king said that"): their keys join the solve with the unedited outputs as targets,
-    weighted by preserve_weight. The rest tunes the prefixes, the target optimisation and the
+    weighted by preserve_weight; "auto" preserves the train-split definitional prompts for a
+    last-token edit and nothing for a subject edit. n_prefixes: generated prefixes per prompt
+    (None: 0 at the last token, where they doubled the fit time and did not help; 1 at the
+    subject, as ROME). The rest tunes the prefixes, the target optimisation and the
     statistics corpus (see their functions)."""
     prompts.require_nonempty()
     check_site(site)  # before a trace, which would take minutes
+    preserve = _preserved(model, preserve, site)
+    if n_prefixes is None:
+        n_prefixes = 0 if site == "last" else 1
+    why = "given"
     if layers is None:
-        located = trace(model, prompts[:40], kinds=("mlp",), samples=3, seed=seed,
+        kinds = ("mlp", "attn") if site == "last" else ("mlp",)
+        located = trace(model, prompts[:40], kinds=kinds, samples=3, seed=seed,
                         progress=progress)
-        layers = located.suggest_layers("mlp", group=SITE_TOKEN[site])
+        layers, chosen_attn, why = choose_sites(located, site)
+        attn_layers = chosen_attn if attn_layers is None else attn_layers
     layers = sorted(set(int(l) for l in layers))
-    attn_layers = sorted(set(int(l) for l in attn_layers))
+    attn_layers = sorted(set(int(l) for l in attn_layers or ()))
     if not layers and not attn_layers:
         raise EditError("no layers to edit: pass e.g. layers=[0, 1, 2] (MLP) or attn_layers=[27]")
     for l in (*layers, *attn_layers):
@@ -160,21 +209,24 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
                 w.add_((U @ V.T).to(w.dtype))
             updates[component][layer] = (U.float().cpu(), V.float().cpu())
         clock.lap("solve")
-        # The fitted prompts as the edited model sees them (their bias before came free with
-        # the targets' unedited run).
+        # The fitted prompts as the edited model sees them, up to `MEASURED` of them evenly
+        # spaced (a forward over thousands of prompts would be a fifth of the fit); their bias
+        # before came free with the targets' unedited run.
+        measured = _evenly(len(prompts), MEASURED)
         pair = Candidates.resolve(model).ids
         after = _pronoun_bias(last_token_logprobs(
-            model, [p.input_ids for p in prompts], select=[pair["male"], pair["female"]],
-            progress=False))
+            model, [prompts[i].input_ids for i in measured],
+            select=[pair["male"], pair["female"]], progress=False))
         clock.lap("measure")
     finally:
         with torch.no_grad():
             for (component, layer), saved in backup.items():
                 model.arch.edit_weight(model.bridge, component, layer).copy_(saved)
-    before = target_report.pop("bare_before")
+    before = _pronoun_bias(target_report.pop("bare_unedited")[measured])
     meta = {
         "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
-        "attn_layers": attn_layers, "lam": lam, "site": site, "seed": seed,
+        "attn_layers": attn_layers, "sites_chosen": why, "lam": lam, "site": site,
+        "seed": seed, "n_prefixes": n_prefixes,
         "prefixes": prefixes, "n_prompts": len(prompts),
         "preserve": None if preserve is None else {
             "weight": preserve_weight, "subjects": preserve.subjects(), "n_prompts": len(preserve)},
@@ -182,6 +234,7 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
         "subjects": v.subjects,
         "targets": target_report, "stats_tokens": stats_tokens,
         "fitted_prompts": {k: {"before": before[k], "after": after[k]} for k in before},
+        "fitted_prompts_measured": len(measured),
         "corpus": "neutral+samples" if corpus is None else "user",
         "seconds": clock.laps,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
