@@ -13,8 +13,9 @@ bundled model: the demo's sites) and keep the train-split definitional prompts:
 - ft: Adam on the same weights, squared log-odds, KL to the unedited model on neutral text and
   the preserved prompts;
 - cda: the same with counterfactual data augmentation's loss (both pronouns as continuations);
-- project: DAMA-style, each located output map loses its bias direction, (I − uuᵀ)W;
-- steer: the stream entering layer 24 loses its bias direction about its mean, at inference.
+- project: DAMA-style, each located output map loses its bias direction, (I − c rᵀ)W;
+- steer: the stream entering layer 24 loses its bias direction about its mean, at inference
+  (interp.mitigate.project explains c and r: LEACE's erasure of one concept).
 
     python benchmarks/mitigations.py                       # every method (~25 min, 2 cores)
     python benchmarks/mitigations.py --methods lsdm,ft --out figures/mitigations.md

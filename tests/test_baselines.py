@@ -106,25 +106,31 @@ def _last_token_acts(model, ps, hook):
     return torch.stack(rows)
 
 
-def test_the_bias_direction_is_the_output_covariance_with_the_log_odds(tiny_llama, fit_prompts):
+def test_the_bias_direction_erases_the_covariance_with_the_log_odds(tiny_llama, fit_prompts):
     hook = tiny_llama.arch.hook("mlp", 2)
-    (u, mean), = bias_directions(tiny_llama, fit_prompts, {"x": hook}).values()
+    (c, r, mean), = bias_directions(tiny_llama, fit_prompts, {"x": hook}, ridge=0.0).values()
     O = _last_token_acts(tiny_llama, fit_prompts, hook)
     m, f = _pronoun_logprobs(tiny_llama, fit_prompts)
     y = (f - m).double()
-    want = (O - O.mean(0)).T @ (y - y.mean())
-    assert torch.allclose(u.double(), want / want.norm(), atol=1e-4)
+    X = O - O.mean(0)
+    want = X.T @ (y - y.mean()) / len(y)
+    assert torch.allclose(c.double(), want, atol=1e-5 * float(want.abs().max()) + 1e-7)
     assert torch.allclose(mean.double(), O.mean(0), atol=1e-5)
+    assert float(r.double() @ c.double()) == pytest.approx(1.0, abs=1e-4)
+    # After the erasure nothing in the outputs covaries with the log-odds any more.
+    erased = X - (X @ r.double())[:, None] * c.double()
+    cov = erased.T @ (y - y.mean()) / len(y)
+    assert cov.abs().max() < 1e-3 * want.abs().max()
 
 
 def test_a_projection_edit_removes_its_direction_from_the_outputs(tiny_llama, fit_prompts):
     edit = project(tiny_llama, fit_prompts, layers=[2], attn_layers=[1])
     hook = tiny_llama.arch.hook("mlp", 2)
-    (u, _), = bias_directions(tiny_llama, fit_prompts, {"x": hook}).values()
-    before = _last_token_acts(tiny_llama, fit_prompts, hook) @ u.double()
+    (_, r, _), = bias_directions(tiny_llama, fit_prompts, {"x": hook}).values()
+    before = _last_token_acts(tiny_llama, fit_prompts, hook) @ r.double()
     with edit.applied(tiny_llama):
         # the attention projection below changes the MLP's input a little: read its output now
-        after = _last_token_acts(tiny_llama, fit_prompts, hook) @ u.double()
+        after = _last_token_acts(tiny_llama, fit_prompts, hook) @ r.double()
     assert before.abs().max() > 1e-3
     assert after.abs().max() < 1e-4 * max(1.0, float(before.abs().max()))
     assert edit.meta["method"] == "project" and edit.attn_layers == [1]
@@ -141,7 +147,7 @@ def test_steering_equals_ablating_the_stream_by_hand(tiny_llama, fit_prompts):
             tiny_llama.arch.hook("resid", layer), lambda a, hook: store.update(h=a.clone()))]):
         plain = runner.logits_at(runner.embed(ids), 0, torch.tensor([ids.shape[1] - 1]))
     h = store["h"]
-    ablated = h - strength * ((h - s.mean) @ s.direction)[..., None] * s.direction
+    ablated = h - strength * ((h - s.mean) @ s.reader)[..., None] * s.direction
     with torch.no_grad():
         want = runner.logits_at(ablated, layer, torch.tensor([ids.shape[1] - 1]))
         with s.applied(tiny_llama):

@@ -1,18 +1,23 @@
-"""Projection baselines: remove a bias direction from the located outputs (DAMA-style weight
+"""Projection baselines: erase a bias direction from the located outputs (DAMA-style weight
 edit) or from the residual stream at inference (a steering edit).
 
-Both find their direction the way DAMA's partial least squares does, from the model's own
-outputs on the fitting prompts: the direction u of a component's output (or the stream) at the
-prompt's last token whose projection covaries most with the prompt's signed log-odds
-log p(she) − log p(he), u ∝ Σ_i (o_i − ō)(y_i − ȳ).
+Both find it from the model's own activations o_i at the last token of the fitting prompts and
+the prompts' signed log-odds y_i = log p(she) − log p(he), and erase it the way LEACE does
+(Belrose et al. 2023) for one concept: with c = Cov(o, y) and Σ = Cov(o), the change
 
-- `project` replaces each located output map W by (I − u uᵀ) W: a rank-one `Edit` per site that
-  applies, saves and exports like LSDM's. The projection is linear, so it also removes the mean
-  of the output along u: where that mean is large, every prompt moves the same way.
+    o ← o − c rᵀ (o − μ),   r = Σ⁻¹ c / (cᵀ Σ⁻¹ c)
+
+leaves o with no covariance with y, changing it least in Σ's metric. Erasing along the bare
+covariance direction c instead (c cᵀ/|c|², as a first version did) mostly removed the
+high-variance dimensions c leans on and broke the model (README).
+
+- `project` replaces each located output map W by (I − c rᵀ) W: a rank-one `Edit` per site that
+  applies, saves and exports like LSDM's. It is linear, so it erases rᵀo around 0 rather than
+  around its mean μ: every prompt also moves by c rᵀμ.
 - `steer` keeps the mean: at inference it replaces the stream h entering `layer`, at every
-  position, by h − α ((h − μ)·u) u, with μ its mean over the fitting prompts. It is affine, so it
-  cannot be folded into a weight without a bias the Llama blocks lack: a `Steering` is applied
-  through a forward pre-hook on that block and is not exportable.
+  position, by h − α c rᵀ (h − μ). It is affine, so it cannot be folded into a weight without a
+  bias the Llama blocks lack: a `Steering` is applied through a forward pre-hook on that block
+  and is not exportable.
 """
 
 from __future__ import annotations
@@ -40,10 +45,11 @@ def _signed_logodds(model, prompts: PromptSet) -> torch.Tensor:
     return (lp[:, 1] - lp[:, 0]).double()
 
 
-def bias_directions(model, prompts: PromptSet, hooks: dict) -> dict:
-    """{key: (unit direction (d,), mean (d,))} for each named activation in `hooks` ({key: hook
-    name}), read at every prompt's last token: the direction whose projection covaries most
-    with the prompt's signed log-odds."""
+def bias_directions(model, prompts: PromptSet, hooks: dict, ridge: float = 1e-3) -> dict:
+    """{key: (c, r, μ)} for each named activation in `hooks` ({key: hook name}), read at every
+    prompt's last token: the erasure direction c = Cov(o, y), the reading vector
+    r = Σ⁻¹c / (cᵀΣ⁻¹c) (so rᵀc = 1) and the mean μ; Σ gets `ridge` × its mean variance on the
+    diagonal."""
     prompts.require_nonempty()
     y = _signed_logodds(model, prompts)
     reader = SubjectReader(model, versions(model, prompts, [], "last"))
@@ -52,28 +58,32 @@ def bias_directions(model, prompts: PromptSet, hooks: dict) -> dict:
     for key, name in hooks.items():
         O = acts[name]
         mean = O.mean(0)
-        u = (O - mean).T @ (y - y.mean())
-        if float(u.norm()) == 0.0:
+        X = O - mean
+        c = X.T @ (y - y.mean()) / len(y)
+        if float(c.norm()) == 0.0:
             raise EditError(f"no direction of {name} covaries with the prompts' bias: "
                             "fit on prompts whose pronoun lean varies")
-        out[key] = ((u / u.norm()).float(), mean.float())
+        S = X.T @ X / len(y)
+        S = S + ridge * S.diagonal().mean() * torch.eye(len(S), dtype=S.dtype)
+        r = torch.linalg.solve(S, c)
+        out[key] = (c.float(), (r / (c @ r)).float(), mean.float())
     return out
 
 
 def project(model, prompts: PromptSet, *, layers: Sequence[int],
             attn_layers: Sequence[int] = ()) -> Edit:
-    """DAMA-style: each located output map W becomes (I − u uᵀ) W, with u its output's bias
-    direction on `prompts` (see `bias_directions`). Returns a rank-one `Edit` per site."""
+    """DAMA-style: each located output map W becomes (I − c rᵀ) W, with c and r from its
+    output's bias on `prompts` (see `bias_directions`). Returns a rank-one `Edit` per site."""
     sites = forward_order(sorted(set(layers)), sorted(set(attn_layers)))
     if not sites:
         raise EditError("no layers to project: pass e.g. layers=[24, 25] or attn_layers=[26]")
     clock, fingerprint = time.perf_counter(), model.fingerprint()
     found = bias_directions(model, prompts, {s: model.arch.hook(*s) for s in sites})
     factors: dict[str, dict] = {"mlp": {}, "attn": {}}
-    for (component, layer), (u, _) in found.items():
+    for (component, layer), (c, r, _) in found.items():
         w = model.arch.edit_weight(model.bridge, component, layer).detach().float()
-        # ΔW = −u (Wᵀu)ᵀ
-        factors[component][layer] = (-u[:, None].cpu(), (w.T @ u)[:, None].cpu())
+        # ΔW = −c (Wᵀr)ᵀ
+        factors[component][layer] = (-c[:, None].cpu(), (w.T @ r.to(w.device))[:, None].cpu())
     meta = {"method": "project", "fingerprint": fingerprint, "model": model.name,
             "layers": sorted(factors["mlp"]), "attn_layers": sorted(factors["attn"]),
             "n_prompts": len(prompts),
@@ -86,22 +96,23 @@ def project(model, prompts: PromptSet, *, layers: Sequence[int],
 
 @dataclass
 class Steering:
-    """h ← h − α ((h − μ)·u) u on the stream entering `layer`, at every position, while
+    """h ← h − α c rᵀ(h − μ) on the stream entering `layer`, at every position, while
     `applied`. Not a weight edit: see the module's docstring."""
 
     layer: int
-    direction: torch.Tensor
+    direction: torch.Tensor  # c
+    reader: torch.Tensor  # r
     mean: torch.Tensor
     strength: float = 1.0
     meta: dict = field(default_factory=dict)
     _handles: dict = field(default_factory=dict, repr=False)
 
     def _hook(self, module, args, kwargs):
-        u = self.direction.to(args[0].device if args else kwargs["hidden_states"].device)
-        mu = self.mean.to(u.device)
+        c = self.direction.to(args[0].device if args else kwargs["hidden_states"].device)
+        r, mu = self.reader.to(c.device), self.mean.to(c.device)
 
         def ablate(h):
-            return h - self.strength * ((h - mu) @ u)[..., None] * u
+            return h - self.strength * ((h - mu) @ r)[..., None] * c
 
         if args:  # the stream is the block's first argument, by position or by name
             return (ablate(args[0]), *args[1:]), kwargs
@@ -137,9 +148,9 @@ def steer(model, prompts: PromptSet, *, layer: int, strength: float = 1.0) -> St
     """A `Steering` at the stream entering block `layer`, its direction and mean from `prompts`."""
     model.arch.check_layer(layer)
     clock = time.perf_counter()
-    (u, mean), = bias_directions(model, prompts, {"resid": model.arch.hook("resid", layer)}
-                                 ).values()
+    (c, r, mean), = bias_directions(model, prompts, {"resid": model.arch.hook("resid", layer)}
+                                    ).values()
     meta = {"method": "steer", "fingerprint": model.fingerprint(), "model": model.name,
             "layer": layer, "strength": strength, "n_prompts": len(prompts),
             "seconds": {"fit": round(time.perf_counter() - clock, 2)}}
-    return Steering(layer, u, mean, strength, meta)
+    return Steering(layer, c, r, mean, strength, meta)
