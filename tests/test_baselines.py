@@ -166,3 +166,10 @@ def test_steering_and_projection_arguments_are_checked(tiny_llama, fit_prompts):
         s.apply(tiny_llama)
     with pytest.raises(EditError, match="not applied"):
         s.revert(tiny_llama)
+
+
+def test_a_steering_edit_is_refused_by_export(tiny_llama, fit_prompts, tmp_path):
+    s = steer(tiny_llama, fit_prompts, layer=1)
+    with pytest.raises(interp.InterpError, match="steering edit acts through a hook"):
+        interp.export(tiny_llama, tmp_path / "m", "hf", edit=s)
+    assert not (tmp_path / "m").exists() and not s.is_applied(tiny_llama)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..common.io import atomic_dir, atomic_path
 from ..common.version import __version__
+from ..mitigate.edit import Edit
 from .card import model_card
 from .check import _verify
 from .errors import ExportError
@@ -44,6 +45,11 @@ def export(model, path: str | os.PathLike, format: str = "hf", *, dtype: str = "
     Raises VerificationError (and writes nothing) when an f32 export differs by more than
     F32_TOLERANCE from the model."""
     _check_request(format, dtype)
+    if edit is not None and not isinstance(edit, Edit):
+        raise ExportError(
+            f"edit must be an interp.Edit (a weight change), not {type(edit).__name__}: a "
+            "steering edit acts through a hook at inference, so exported weights would not "
+            "carry it. Export a weight edit (lsdm, finetune, project), or none.")
     texts = _prompt_texts(prompts)
     path = Path(path)
     if format == "gguf":
