@@ -29,15 +29,50 @@ def forward_order(mlp_layers, attn_layers) -> list[tuple[str, int]]:
                   key=lambda s: (s[1], s[0] == "mlp"))
 
 
+class Reversible:
+    """apply / revert / is_applied / applied for a change that is put on a model and taken off
+    exactly, once per model at a time. A subclass says how: `_put(model)` makes the change and
+    returns what `_take(model, that)` needs to undo it; it keeps `_applied_to`, a dict field."""
+
+    _noun = "edit"
+
+    def apply(self, model):
+        """Make the change on `model` in place; returns the model."""
+        if id(model) in self._applied_to:
+            raise EditError(f"this {self._noun} is already applied to this model; revert it first")
+        self._applied_to[id(model)] = self._put(model)
+        return model
+
+    def is_applied(self, model) -> bool:
+        """Whether this change is on `model` now (by `apply`, not yet reverted)."""
+        return id(model) in self._applied_to
+
+    def revert(self, model):
+        """Undo `apply` exactly; returns the model."""
+        undo = self._applied_to.pop(id(model), None)
+        if undo is None:
+            raise EditError(f"this {self._noun} is not applied to this model")
+        self._take(model, undo)
+        return model
+
+    @contextlib.contextmanager
+    def applied(self, model):
+        self.apply(model)
+        try:
+            yield model
+        finally:
+            self.revert(model)
+
+
 @dataclass
-class Edit:
+class Edit(Reversible):
     """Per-layer low-rank weight updates ΔW_l = U_l V_lᵀ of the MLP down projections
     (`updates`) and of the attention output projections (`attn`), plus provenance (`meta`): the
     model fingerprint it was fitted on, layers, λ, prompts, seeds, metrics."""
 
     updates: dict[int, tuple[torch.Tensor, torch.Tensor]]
     meta: dict = field(default_factory=dict)
-    _backups: dict = field(default_factory=dict, repr=False)
+    _applied_to: dict = field(default_factory=dict, repr=False)
     attn: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @property
@@ -67,10 +102,8 @@ class Edit:
         return (f"Edit(layers={self.layers}{attn}, rank per layer={ranks}, "
                 f"λ={self.meta.get('lam')}, fitted on {self.meta.get('fingerprint', '?')[:12]})")
 
-    def apply(self, model):
-        """Add the updates to the model's weights in place; returns the model."""
-        if id(model) in self._backups:
-            raise EditError("this edit is already applied to this model; revert it first")
+    def _put(self, model) -> dict:
+        """Add the updates to the model's weights in place; returns the weights they replaced."""
         want, have = self.meta.get("fingerprint"), model.fingerprint()
         if want and want != have:
             raise EditError(
@@ -83,30 +116,13 @@ class Edit:
                 w = model.arch.edit_weight(model.bridge, component, layer)
                 backup[component, layer] = w.detach().clone()
                 w.add_(self.delta(layer, component).to(device=w.device, dtype=w.dtype))
-        self._backups[id(model)] = backup
-        return model
+        return backup
 
-    def is_applied(self, model) -> bool:
-        """Whether this edit is applied to `model` now (by `apply`, not yet reverted)."""
-        return id(model) in self._backups
-
-    def revert(self, model):
+    def _take(self, model, backup: dict) -> None:
         """Restore the weights exactly as they were before `apply`."""
-        backup = self._backups.pop(id(model), None)
-        if backup is None:
-            raise EditError("this edit is not applied to this model")
         with torch.no_grad():
             for (component, layer), saved in backup.items():
                 model.arch.edit_weight(model.bridge, component, layer).copy_(saved)
-        return model
-
-    @contextlib.contextmanager
-    def applied(self, model):
-        self.apply(model)
-        try:
-            yield model
-        finally:
-            self.revert(model)
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file: U and V per edited weight, the provenance as its metadata."""

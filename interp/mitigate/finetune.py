@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..measure.metrics import Candidates
 from ..measure.prompts import PromptSet
+from ..model.forward import batches
 from ..model.runner import Runner, pad_ids
 from .edit import Edit, EditError, forward_order
 from .stats import neutral_text
@@ -42,8 +43,7 @@ class _Streams:
     def __init__(self, model, runner, seqs: Sequence[Sequence[int]], start: int):
         self.runner, self.start, self.rows = runner, start, []
         name = model.arch.hook("resid", start)
-        for i in range(0, len(seqs), 64):
-            batch = seqs[i: i + 64]
+        for batch in batches(seqs, 64, progress=False, desc="streams"):
             store = {}
             with torch.no_grad(), model.bridge.hooks(
                     fwd_hooks=[(name, lambda a, hook: store.update(h=a.detach()))]):
@@ -99,7 +99,7 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
 
     weights = {s: model.arch.edit_weight(model.bridge, *s) for s in sites}
     start = {s: w.detach().clone() for s, w in weights.items()}
-    trainable = [w for w in weights.values()]
+    trainable = list(weights.values())
     flags = {p: p.requires_grad for p in model.hf.parameters()}
     gen = torch.Generator().manual_seed(seed)
     losses = []

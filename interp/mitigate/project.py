@@ -22,7 +22,6 @@ high-variance dimensions c leans on and broke the model (README).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import time
 from collections.abc import Sequence
@@ -30,19 +29,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..measure.metrics import Candidates
+from ..measure.bias import measure
 from ..measure.prompts import PromptSet
-from ..model.forward import last_token_logprobs
 from ..model.runner import BLOCK_LISTS
-from .edit import Edit, EditError, forward_order
+from .edit import Edit, EditError, Reversible, forward_order
 from .keys import SubjectReader, versions
-
-
-def _signed_logodds(model, prompts: PromptSet) -> torch.Tensor:
-    ids = Candidates.resolve(model).ids
-    lp = last_token_logprobs(model, [p.input_ids for p in prompts],
-                             select=[ids["male"], ids["female"]], progress=False)
-    return (lp[:, 1] - lp[:, 0]).double()
 
 
 def bias_directions(model, prompts: PromptSet, hooks: dict, ridge: float = 1e-3) -> dict:
@@ -51,7 +42,7 @@ def bias_directions(model, prompts: PromptSet, hooks: dict, ridge: float = 1e-3)
     r = Σ⁻¹c / (cᵀΣ⁻¹c) (so rᵀc = 1) and the mean μ; Σ gets `ridge` × its mean variance on the
     diagonal."""
     prompts.require_nonempty()
-    y = _signed_logodds(model, prompts)
+    y = torch.tensor(measure(model, prompts, progress=False)["logodds"].to_numpy())
     reader = SubjectReader(model, versions(model, prompts, [], "last"))
     acts = reader.read(list(hooks.values()))
     out = {}
@@ -95,7 +86,7 @@ def project(model, prompts: PromptSet, *, layers: Sequence[int],
 
 
 @dataclass
-class Steering:
+class Steering(Reversible):
     """h ← h − α c rᵀ(h − μ) on the stream entering `layer`, at every position, while
     `applied`. Not a weight edit: see the module's docstring."""
 
@@ -105,7 +96,8 @@ class Steering:
     mean: torch.Tensor
     strength: float = 1.0
     meta: dict = field(default_factory=dict)
-    _handles: dict = field(default_factory=dict, repr=False)
+    _applied_to: dict = field(default_factory=dict, repr=False)
+    _noun = "steering"
 
     def _hook(self, module, args, kwargs):
         c = self.direction.to(args[0].device if args else kwargs["hidden_states"].device)
@@ -118,30 +110,13 @@ class Steering:
             return (ablate(args[0]), *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": ablate(kwargs["hidden_states"])}
 
-    def apply(self, model):
-        if id(model) in self._handles:
-            raise EditError("this steering is already applied to this model; revert it first")
+    def _put(self, model):
+        """A forward pre-hook on the block: its handle undoes it."""
         block = getattr(model.hf.base_model, BLOCK_LISTS[model.arch.family])[self.layer]
-        self._handles[id(model)] = block.register_forward_pre_hook(self._hook, with_kwargs=True)
-        return model
+        return block.register_forward_pre_hook(self._hook, with_kwargs=True)
 
-    def is_applied(self, model) -> bool:
-        return id(model) in self._handles
-
-    def revert(self, model):
-        handle = self._handles.pop(id(model), None)
-        if handle is None:
-            raise EditError("this steering is not applied to this model")
+    def _take(self, model, handle) -> None:
         handle.remove()
-        return model
-
-    @contextlib.contextmanager
-    def applied(self, model):
-        self.apply(model)
-        try:
-            yield model
-        finally:
-            self.revert(model)
 
 
 def steer(model, prompts: PromptSet, *, layer: int, strength: float = 1.0) -> Steering:
