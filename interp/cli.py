@@ -154,7 +154,8 @@ def trace(
     limit: Optional[int] = typer.Option(None, help="Trace at most N prompts (seeded sample)."),
     swap_words: str = typer.Option("person,man,woman",
                                    help="Swap corruption: replacement words, first fit wins."),
-    batch_size: int = typer.Option(128, help="Patched runs per forward pass."),
+    batch_size: Optional[int] = typer.Option(
+        None, help="Patched runs per forward pass at most (default: as many as fit memory)."),
     out: Path = typer.Option(Path("runs/trace"), help="Output directory."),
 ):
     """Causal tracing: restore each site's clean activation into the corrupted run."""

@@ -169,3 +169,25 @@ def test_bad_input_is_a_clear_error(tiny_llama):
         interp.trace(tiny_llama, interp.PromptSet([]))
     with pytest.raises(interp.InterpError, match="natural_effects needs corruption='swap'"):
         interp.trace(tiny_llama, ps, natural_effects=True)
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, None])
+def test_every_schedule_equals_reference_and_counts_its_cost(tiny_llama, batch_size):
+    # batch_size=1: every run is its own forward from its own start layer (no run joins a
+    # forward late), so the engine executes exactly the grid's floor; larger forwards have runs
+    # join at their start layer, and execute more than the floor, never less.
+    ps = P.from_templates(tiny_llama, ["The {} said that"], ["nurse", "carpenter", "teacher"])
+    lengths = [len(p.input_ids) for p in ps]
+    ps = ps.filter(lambda p: len(p.input_ids) == lengths[0])
+    assert len(ps) >= 2
+    kinds = ("resid", "mlp", "attn", "head")
+    result = interp.trace(tiny_llama, ps, kinds=kinds, samples=2, seed=3, batch_size=batch_size)
+    ref, _, _ = reference_trace(tiny_llama, ps, Noise(samples=2), Candidates.resolve(tiny_llama),
+                                kinds=kinds, seed=3)
+    assert_matches(result, ref)
+    cost = result.cost
+    if batch_size == 1:
+        assert cost["executed_block_tokens"] == cost["floor_block_tokens"]
+    else:
+        assert cost["executed_block_tokens"] >= cost["floor_block_tokens"]
+    assert 0 <= cost["setup_s"] <= cost["total_s"]

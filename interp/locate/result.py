@@ -27,6 +27,9 @@ class TraceResult:
 
     def __init__(self, frame: pd.DataFrame, prompts: pd.DataFrame, spec: dict):
         self.frame, self.prompts, self.spec = frame, prompts, spec
+        # What this run computed, in block-tokens (one block over one token): the grid's
+        # minimum and what the engine executed. Not saved: it describes a run, not a result.
+        self.cost: dict = {}
 
     # -- construction ------------------------------------------------------------------------
 

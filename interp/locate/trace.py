@@ -7,6 +7,7 @@ of layers) into the corrupted run; its indirect effect is metric(patched) − me
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from ..common.errors import InterpError
@@ -24,7 +25,7 @@ def trace(model, prompts, *, kinds: Sequence[str] = ("resid", "mlp", "attn"),
           corruption="noise", metric="logodds", window: int = 1, samples: int | None = None,
           noise_scale: float = 3.0, swap_words: Sequence[str] | None = None, seed: int = 0,
           method: str = "exact", natural_effects: bool = False,
-          spec: TraceSpec | dict | None = None, batch_size: int = 128,
+          spec: TraceSpec | dict | None = None, batch_size: int | None = None,
           progress: bool | None = None):
     """Trace where the prompts' outcome is mediated: one restoration per (kind, layer, position
     [, head]) cell. Returns a `TraceResult`.
@@ -33,8 +34,11 @@ def trace(model, prompts, *, kinds: Sequence[str] = ("resid", "mlp", "attn"),
     `corrupt_text`). spec: re-run a previous trace's settings (`trace_result.spec`).
     natural_effects: with a swap corruption, also Vig et al.'s natural indirect and direct
     effects per cell (columns `nie`, `nde`); costs a second pass over the grid.
+    batch_size: patched runs per forward at most; None: as many as fit the token budget of
+    the model's device (`interp.model.runner.token_budget`).
     """
 
+    started = time.perf_counter()
     if spec is not None:
         spec = TraceSpec.from_dict(spec) if isinstance(spec, dict) else spec
         kinds, metric, window, seed, method = (spec.kinds, spec.metric, spec.window, spec.seed,
@@ -87,5 +91,11 @@ def trace(model, prompts, *, kinds: Sequence[str] = ("resid", "mlp", "attn"),
                          inputs.corrupt_texts)
         _, _, reverse = engine.run(flipped, cells)
         nie = reverse - clean_m[cells.prompt]
-    return TraceResult.build(prompts, inputs, cells, clean_m, corrupt_m, patched, the_spec,
-                             nie=nie)
+    result = TraceResult.build(prompts, inputs, cells, clean_m, corrupt_m, patched, the_spec,
+                               nie=nie)
+    if method == "exact":
+        result.cost = {"floor_block_tokens": engine.floor,
+                       "executed_block_tokens": engine.executed,
+                       "setup_s": engine.first_forward - started,
+                       "total_s": time.perf_counter() - started}
+    return result

@@ -48,6 +48,7 @@ def bias_directions(model, prompts: PromptSet, hooks: dict, ridge: float = 1e-3)
     out = {}
     for key, name in hooks.items():
         O = acts[name]
+        y = y.to(O.device)
         mean = O.mean(0)
         X = O - mean
         c = X.T @ (y - y.mean()) / len(y)
@@ -55,7 +56,7 @@ def bias_directions(model, prompts: PromptSet, hooks: dict, ridge: float = 1e-3)
             raise EditError(f"no direction of {name} covaries with the prompts' bias: "
                             "fit on prompts whose pronoun lean varies")
         S = X.T @ X / len(y)
-        S = S + ridge * S.diagonal().mean() * torch.eye(len(S), dtype=S.dtype)
+        S = S + ridge * S.diagonal().mean() * torch.eye(len(S), dtype=S.dtype, device=S.device)
         r = torch.linalg.solve(S, c)
         out[key] = (c.float(), (r / (c @ r)).float(), mean.float())
     return out

@@ -160,7 +160,7 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
     if not todo:
         return result
     d = model.arch.key_width(component)
-    sums = {l: torch.zeros((d, d), dtype=torch.float64) for l in todo}
+    sums = {l: torch.zeros((d, d), dtype=torch.float64, device=model.device) for l in todo}
     count = 0
 
     runner = Runner(model)
@@ -177,7 +177,7 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
             sums[l] += k.T @ k
         count += int(mask.sum())
     for l in todo:
-        result[l] = sums[l] / count
+        result[l] = (sums[l] / count).cpu()  # cached and loaded alike on any device
         if use_cache:
             with atomic_path(paths[l]) as tmp:
                 torch.save(result[l], tmp)

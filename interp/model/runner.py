@@ -95,6 +95,23 @@ class Runner:
         return torch.nn.functional.linear(h, self.unembed.weight[ids], bias).float()
 
 
+def token_budget(model, fraction: float = 0.25, cpu_most: int = 8192) -> int:
+    """How many tokens one forward may hold: a `fraction` of the free memory of the model's
+    device over the activations a token keeps alive in a block (its stream, attention and
+    MLP intermediates, twice for the copies hooks make). On a CPU at most `cpu_most`: larger
+    matrices are no faster there, and they fall out of the caches."""
+    arch = model.arch
+    size = next(model.hf.parameters()).element_size()
+    per_token = 2 * size * (8 * arch.d_model + 3 * arch.d_mlp)
+    if model.device.type == "cuda":
+        free = torch.cuda.mem_get_info(model.device)[0]
+        return max(1, int(fraction * free / per_token))
+    import os
+
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(1, min(cpu_most, int(fraction * free / per_token)))
+
+
 def pad_ids(model, seqs) -> torch.Tensor:
     """Right-padded token ids (rows, longest); causal attention keeps padding out of real tokens."""
     width = max(map(len, seqs))
