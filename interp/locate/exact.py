@@ -1,9 +1,12 @@
 """The exact engine: every cell's restoration run, many cells per forward.
 
-It batches many cells from many prompts into one forward, starts each batch at the first layer
-it patches from the cached corrupted residual stream, reads logits only at each prompt's last
-token, and skips cells before the first corrupted position (restoring them is a no-op by
-causality: their effect is exactly 0).
+The runs that patch one position, from every prompt of a chunk, share forwards: a forward starts
+at its lowest start layer from the cached corrupted residual stream, and each run joins it at
+the block where its patch starts (the corrupted stream is put there), so no block runs twice
+for a run and a small grid is a few passes. Only the positions from the patched one on are
+computed (the corrupted keys/values stand in for the earlier ones), logits are read only at each
+prompt's last token, and cells before the first corrupted position are skipped (restoring them
+is a no-op by causality: their effect is exactly 0).
 """
 
 from __future__ import annotations
@@ -94,8 +97,8 @@ class ExactEngine:
             corrupt_m[i] = float(c_metric[rows_of[j]].mean())
 
         # Cells of this chunk. Those before the first corrupted position restore a value equal
-        # to the corrupted one: no effect. The rest run once per sample, grouped by the layer
-        # they start at and the position they patch (which shares the keys/values before it).
+        # to the corrupted one: no effect. The rest run once per sample, grouped by the position
+        # they patch (which shares the keys/values before it), in order of their start layer.
         mine = np.nonzero(np.isin(cells.prompt, chunk))[0]
         first = np.array([inputs.first_changed[i] for i in cells.prompt[mine]])
         live = mine[cells.position[mine] >= first]
@@ -136,8 +139,10 @@ class ExactEngine:
         most = max(1, self.batch_tokens // width)
         if self.batch_size:
             most = min(most, self.batch_size)
-        starts = sorted({s for s, _, _ in runs})
-        count = np.cumsum([0] + [sum(1 for s2, _, _ in runs if s2 == s) for s in starts])
+        keys = np.array([s for s, _, _ in runs])
+        starts = np.unique(keys)
+        # runs[count[k]:count[k + 1]] are the runs that start at starts[k]
+        count = np.searchsorted(keys, np.append(starts, self.L))
         best, cut = [0.0] + [float("inf")] * len(starts), [0] * (len(starts) + 1)
         for j in range(1, len(starts) + 1):
             for i in range(j):
