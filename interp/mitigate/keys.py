@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..measure.prompts import PromptSet, tokenize_prompt
-from ..model.runner import Runner, capture, pad_ids
+from ..model.runner import Runner, capture, device_rows, pad_ids
 from .edit import EditError
 from .stats import sample
 
@@ -94,6 +94,7 @@ class SubjectReader:
         where = {c: i for i, c in enumerate(unique)}
         dev = model.device
         self.batches = []
+        batch_size = device_rows(model, batch_size, len(unique[-1]))
         for b in range(0, len(unique), batch_size):
             seqs = unique[b: b + batch_size]
             self.batches.append((pad_ids(model, seqs),

@@ -18,7 +18,7 @@ import torch
 from ..common.errors import InterpError
 from ..common.io import atomic_path, cache_dir
 from ..model.forward import batches
-from ..model.runner import Runner, capture, pad_ids
+from ..model.runner import Runner, capture, device_rows, pad_ids
 
 STARTERS = ("The", "In", "A", "It", "When", "Today", "There", "After", "Many", "This", "For",
             "Most")
@@ -165,6 +165,7 @@ def key_second_moments(model, layers: Sequence[int], *, corpus=None, n_tokens: i
 
     runner = Runner(model)
     seqs = sorted(seqs, key=len)
+    batch_size = device_rows(model, batch_size, len(seqs[-1]))
     for batch in batches(seqs, batch_size, progress=progress, desc="key statistics"):
         ids = pad_ids(model, batch)
         lengths = torch.tensor([len(s) for s in batch], device=model.device)

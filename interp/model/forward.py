@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..common.errors import EmptyPromptSetError
-from .runner import Runner, pad_ids
+from .runner import Runner, device_rows, pad_ids
 
 
 def batches(items: Sequence, batch_size: int, *, progress: bool | None, desc: str):
@@ -42,6 +42,7 @@ def last_token_logprobs(
     runner = Runner(model)
     order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
     out: list[torch.Tensor | None] = [None] * len(token_ids)
+    batch_size = device_rows(model, batch_size, len(token_ids[order[-1]]))
     for batch in batches(order, batch_size, progress=progress, desc="forward"):
         lengths = torch.tensor([len(token_ids[i]) for i in batch], device=model.device)
         ids = pad_ids(model, [token_ids[i] for i in batch])

@@ -112,6 +112,15 @@ def token_budget(model, fraction: float = 0.25, cpu_most: int = 8192) -> int:
     return max(1, min(cpu_most, int(fraction * free / per_token)))
 
 
+def device_rows(model, rows: int, tokens: int) -> int:
+    """Rows per forward for sequences of up to `tokens` tokens: `rows` (a batch size measured
+    on a CPU, where larger batches are no faster) on a CPU; on a GPU, as many as fit
+    `token_budget` when that is more."""
+    if model.device.type != "cuda":
+        return rows
+    return max(rows, token_budget(model) // max(1, tokens))
+
+
 def pad_ids(model, seqs) -> torch.Tensor:
     """Right-padded token ids (rows, longest); causal attention keeps padding out of real tokens."""
     width = max(map(len, seqs))
