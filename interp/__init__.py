@@ -40,15 +40,16 @@ from .mitigate.lsdm import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES, lsdm
 from .mitigate.verify import Verification, verify
 from .model.arch import Architecture
 from .model.load import Model, load_model
+from .studies.reward import RewardAudit, reward_audit
 from .sweep import SweepResult, run_sweep
 
 __all__ = [
     "EDIT_TEMPLATES", "LAST_TOKEN_TEMPLATES", "Architecture", "BiasReport", "Edit", "EditError",
     "EmptyPromptSetError", "EvalReport", "ExportResult", "InterpError", "Model",
-    "ModelLoadError", "Prompt", "PromptSet", "SweepResult", "TemplateError", "TokenizationError",
+    "ModelLoadError", "Prompt", "PromptSet", "RewardAudit", "SweepResult", "TemplateError", "TokenizationError",
     "TraceComparison", "TraceResult", "TraceSpec", "UnsupportedArchitectureError",
     "Verification", "__version__", "bias", "capability", "evaluate", "export", "load_model",
-    "lsdm", "metrics", "prompts", "run_sweep", "save_figure", "suites", "trace", "verify",
+    "lsdm", "metrics", "prompts", "reward_audit", "run_sweep", "save_figure", "suites", "trace", "verify",
 ]
 
 # The measuring modules that were public before the stage folders keep their import paths

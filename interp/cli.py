@@ -235,6 +235,48 @@ def evaluate(
 
 
 @app.command()
+def audit(
+    policy: Optional[str] = typer.Option(None, help="The policy model (default: the bundled "
+                                                    "one)."),
+    reference: Optional[str] = typer.Option(
+        None, help="The reference model (default: the policy model itself, with --edit)."),
+    items: str = typer.Option("disclosure", help="disclosure, misgendering, or a CSV with "
+                                                 "template_id, identity, group, prompt, "
+                                                 "harmful, benign (or TANGO's misgendering "
+                                                 "CSV with --tango)."),
+    tango: bool = typer.Option(False, help="ITEMS is TANGO's misgendering CSV."),
+    edit: Optional[Path] = typer.Option(None, help="An edit file applied to the policy: audit "
+                                                   "what the edit makes the model prefer."),
+    beta: float = typer.Option(0.1, help="β of the implicit reward."),
+    limit: Optional[int] = typer.Option(None, help="Audit at most N items (seeded sample)."),
+    seed: int = typer.Option(0, help="Sampling and bootstrap seed."),
+    out: Optional[Path] = typer.Option(None, help="Directory to save the audit in."),
+):
+    """Implicit-reward audit: which continuations the policy prefers over the reference, per
+    identity group (TGNB vs binary), with bootstrap intervals and paired tests."""
+
+    from .studies import audit_items
+    from .studies.reward import reward_audit
+
+    pol = _load(policy)
+    if reference is None and edit is None:
+        _fail("give --reference, or --edit to audit an edit against the unedited model")
+    ref = pol if reference is None else _load(reference)
+    try:
+        frame = audit_items.misgendering(items) if tango else audit_items.resolve(items)
+        if limit:
+            frame = frame.sample(n=min(limit, len(frame)), random_state=seed)
+        result = reward_audit(pol, ref, frame, beta=beta, seed=seed, progress=True,
+                              edit=None if edit is None else Edit.load(edit))
+    except InterpError as e:
+        _fail(str(e))
+    typer.echo(result.table())
+    typer.echo(result.tables["identities"].round(4).to_string(index=False))
+    if out:
+        result.save(out)
+
+
+@app.command()
 def edit(
     model: Optional[str] = ModelOpt,
     prompts: str = prompts_option("train", "Prompts to debias: train, all, or a JSONL file."),

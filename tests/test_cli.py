@@ -76,3 +76,15 @@ def test_cli_edit_at_the_last_token_with_preserved_prompts(tmp_path):
     bad = CliRunner().invoke(app, ["edit", "--model", "tiny-llama", "--templates", "1",
                                    "--layers", "3", "--site", "middle", "--out", str(out)])
     assert bad.exit_code == 2 and "site must be one of" in bad.output
+
+
+def test_cli_audit_two_models_and_bad_input(tmp_path):
+    out = tmp_path / "a"
+    r = CliRunner().invoke(app, ["audit", "--policy", "tiny-llama", "--reference", "tiny-gpt2",
+                                 "--items", "misgendering", "--limit", "60", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "gap_B" in r.output and "misgendering_rate_policy" in r.output
+    saved = interp.RewardAudit.load(out)
+    assert len(saved.frame) == 60
+    bad = CliRunner().invoke(app, ["audit", "--policy", "tiny-llama"])
+    assert bad.exit_code == 2 and "--reference" in bad.output

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..common.errors import EmptyPromptSetError
-from .runner import Runner, device_rows, pad_ids
+from .runner import Runner, device_rows, kv_prefix, pad_ids
 
 
 def batches(items: Sequence, batch_size: int, *, progress: bool | None, desc: str):
@@ -67,3 +68,58 @@ def padded_logits(model, seqs: Sequence[Sequence[int]], *, batch_size: int,
         ids = pad_ids(model, [seqs[i] for i in batch])
         hidden = runner.final_hidden(runner.embed(ids), 0)
         yield list(batch), ids, runner.unembed(hidden).float()
+
+
+@torch.no_grad()
+def continuation_token_logprobs(model, contexts: Sequence[Sequence[int]],
+                                continuations: Sequence[Sequence[int]], *, batch_size: int = 64,
+                                progress: bool | None = None) -> list[np.ndarray]:
+    """Per (context, continuation) pair of token-id lists, log p(token | context and the
+    continuation before it) for each continuation token, as float64. Each distinct context runs
+    once: its keys and values serve all of its continuations, which run from where it ends, and
+    the vocabulary is read only where a continuation token is predicted. Contexts must not be
+    empty."""
+    if len(contexts) != len(continuations):
+        raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
+    runner = Runner(model)
+    dev = model.device
+    unique = list(dict.fromkeys(tuple(c) for c in contexts))
+    if any(len(c) == 0 for c in unique):
+        raise ValueError("a context is empty: the first continuation token needs one")
+    owner = {c: i for i, c in enumerate(unique)}
+    users = [[] for _ in unique]
+    for j, c in enumerate(contexts):
+        users[owner[tuple(c)]].append(j)
+    out: list[np.ndarray | None] = [None] * len(contexts)
+    by_length: dict[int, list[int]] = {}
+    for i, c in enumerate(unique):
+        by_length.setdefault(len(c), []).append(i)
+    groups = [g[b: b + batch_size] for _, g in sorted(by_length.items())
+              for b in range(0, len(g), batch_size)]
+    for group in batches(groups, 1, progress=progress, desc="continuations"):
+        group = group[0]
+        n = len(unique[group[0]])
+        hidden, cache = runner.final_hidden(
+            runner.embed(torch.tensor([unique[i] for i in group], device=dev)), 0,
+            keep_cache=True)
+        first = runner.unembed(hidden[:, -1]).float().log_softmax(-1)
+        pairs = [(r, j) for r, i in enumerate(group) for j in users[i]]
+        pairs.sort(key=lambda rj: len(continuations[rj[1]]))
+        for b in range(0, len(pairs), batch_size):
+            part = pairs[b: b + batch_size]
+            rows = torch.tensor([r for r, _ in part], device=dev)
+            conts = [list(continuations[j]) for _, j in part]
+            lp = [first[r, c[0]].item() if c else None for (r, _), c in zip(part, conts)]
+            longest = max(map(len, conts))
+            rest = np.zeros((len(part), max(longest - 1, 0)))
+            if longest > 1:
+                ids = pad_ids(model, [c[:-1] or [0] for c in conts])
+                h = runner.final_hidden(runner.embed_at(ids, n), 0,
+                                        prefix=kv_prefix(cache, rows, n))
+                logits = runner.unembed(h).float()
+                targets = pad_ids(model, [c[1:] or [0] for c in conts])
+                rest = (logits.gather(-1, targets[..., None])[..., 0]
+                        - logits.logsumexp(-1)).double().cpu().numpy()
+            for k, ((_, j), c) in enumerate(zip(part, conts)):
+                out[j] = np.array(([lp[k]] if c else []) + list(rest[k, : len(c) - 1]))
+    return out

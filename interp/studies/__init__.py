@@ -1,6 +1,7 @@
 """Studies from the same literature, built on the loop: the implicit-reward bias audit between two
 models, gender-swapped story pairs, persona bias on BBQ-format data, corpus co-occurrence
-against model bias. Empty until those issues land; one module (or subpackage) per study.
+against model bias; one module (or subpackage) per study. So far: `reward` (the audit) and
+`audit_items` (its item sets).
 
 May import: interp.common, interp.model, interp.measure, interp.locate, interp.mitigate.
 Not interp.export, nor the applications.
