@@ -46,10 +46,11 @@ from .sweep import SweepResult, run_sweep
 __all__ = [
     "EDIT_TEMPLATES", "LAST_TOKEN_TEMPLATES", "Architecture", "BiasReport", "Edit", "EditError",
     "EmptyPromptSetError", "EvalReport", "ExportResult", "InterpError", "Model",
-    "ModelLoadError", "Prompt", "PromptSet", "RewardAudit", "SweepResult", "TemplateError", "TokenizationError",
-    "TraceComparison", "TraceResult", "TraceSpec", "UnsupportedArchitectureError",
-    "Verification", "__version__", "bias", "capability", "evaluate", "export", "load_model",
-    "lsdm", "metrics", "prompts", "reward_audit", "run_sweep", "save_figure", "suites", "trace", "verify",
+    "ModelLoadError", "Prompt", "PromptSet", "RewardAudit", "SweepResult", "TemplateError",
+    "TokenizationError", "TraceComparison", "TraceResult", "TraceSpec",
+    "UnsupportedArchitectureError", "Verification", "__version__", "bias", "capability",
+    "evaluate", "export", "load_model", "lsdm", "metrics", "prompts", "reward_audit",
+    "run_sweep", "save_figure", "suites", "trace", "verify",
 ]
 
 # The measuring modules that were public before the stage folders keep their import paths

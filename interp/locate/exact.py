@@ -182,14 +182,14 @@ class ExactEngine:
         hooks = []
         for s in np.unique(joins):
             name = self.arch.hook("resid", int(s))
-            joining = torch.as_tensor(np.nonzero((joins == s) & (joins > start))[0], device=device)
             patch = torch.as_tensor(np.nonzero((joins == s) & is_resid)[0], device=device)
             clean = clean_cache[name][prompt_local[patch], pos] if len(patch) else None
-            if s == start and len(patch):
-                x[patch, 0] = clean
-            else:
+            if s > start:
+                joining = torch.as_tensor(np.nonzero(joins == s)[0], device=device)
                 hooks.append((name, _joiner(joining, c_resid[name][src_rows[joining], pos:width],
                                             patch, clean)))
+            elif clean is not None:  # runs that start the forward: patch its input directly
+                x[patch, 0] = clean
 
         # Hooks writing clean values at (row, first position[, head]) for each patched layer.
         per_hook = defaultdict(list)

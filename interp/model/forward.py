@@ -96,8 +96,7 @@ def continuation_token_logprobs(model, contexts: Sequence[Sequence[int]],
         by_length.setdefault(len(c), []).append(i)
     groups = [g[b: b + batch_size] for _, g in sorted(by_length.items())
               for b in range(0, len(g), batch_size)]
-    for group in batches(groups, 1, progress=progress, desc="continuations"):
-        group = group[0]
+    for (group,) in batches(groups, 1, progress=progress, desc="continuations"):
         n = len(unique[group[0]])
         hidden, cache = runner.final_hidden(
             runner.embed(torch.tensor([unique[i] for i in group], device=dev)), 0,

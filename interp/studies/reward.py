@@ -101,30 +101,46 @@ def continuation_sums(model, contexts, continuations, *, batch_size: int = 64,
         model, ctx, cont, batch_size=batch_size, progress=progress)])
 
 
-def _scores(model, frame, batch_size, progress):
-    prompts = list(frame.prompt) * 2
-    conts = list(frame.harmful) + list(frame.benign)
-    lp = continuation_sums(model, prompts, conts, batch_size=batch_size, progress=progress)
-    return lp[: len(frame)], lp[len(frame):]
+def _rate_queries(items: pd.DataFrame):
+    """The likelihood misgendering rate's questions, the same for any model: one row per
+    misgendering prompt (template and declared family), and per row one (context, word) pair
+    per pronoun family, the family's word at the prompt's first pronoun slot."""
+    if "first_slot" not in items.columns:
+        raise InterpError("the likelihood misgendering rate needs misgendering items (a "
+                          "first_slot column): audit_items.misgendering()")
+    prompts = items.drop_duplicates(["template_id", "identity"])[
+        ["template_id", "identity", "group", "prompt", "first_slot"]].reset_index(drop=True)
+    words = [FAMILIES[f][FORMS.index(s)] for s in prompts.first_slot for f in FAMILIES]
+    return prompts, np.repeat(prompts.prompt.to_numpy(), len(FAMILIES)).tolist(), words
+
+
+def _rated(prompts: pd.DataFrame, lp: np.ndarray) -> pd.DataFrame:
+    """`prompts` with the most likely family at the first slot and whether it is not the
+    declared one, from the log-likelihoods of `_rate_queries`' words."""
+    fams = list(FAMILIES)
+    out = prompts.copy()
+    out["predicted"] = [fams[i] for i in lp.reshape(len(out), len(fams)).argmax(1)]
+    out["misgendered"] = (out.predicted != out.identity).astype(float)
+    return out
 
 
 def misgendering_rate(model, items: pd.DataFrame, *, batch_size: int = 64,
                       progress: bool | None = None) -> pd.DataFrame:
     """Per misgendering prompt (template and declared family): the family whose word at the
     first pronoun slot the model finds most likely, and whether it is not the declared one."""
-    if "first_slot" not in items.columns:
-        raise InterpError("the likelihood misgendering rate needs misgendering items (a "
-                          "first_slot column): audit_items.misgendering()")
-    prompts = items.drop_duplicates(["template_id", "identity"])[
-        ["template_id", "identity", "group", "prompt", "first_slot"]].reset_index(drop=True)
-    fams = list(FAMILIES)
-    words = [FAMILIES[f][FORMS.index(s)] for s in prompts.first_slot for f in fams]
-    lp = continuation_sums(model, np.repeat(prompts.prompt.to_numpy(), len(fams)).tolist(),
-                           words, batch_size=batch_size, progress=progress)
-    lp = lp.reshape(len(prompts), len(fams))
-    prompts["predicted"] = [fams[i] for i in lp.argmax(1)]
-    prompts["misgendered"] = (prompts.predicted != prompts.identity).astype(float)
-    return prompts
+    prompts, contexts, words = _rate_queries(items)
+    return _rated(prompts, continuation_sums(model, contexts, words, batch_size=batch_size,
+                                             progress=progress))
+
+
+def _scores(model, frame, queries, batch_size, progress):
+    """log p(harmful | x) and log p(benign | x) per item, and with `queries` (from
+    `_rate_queries`) the misgendering rate, in one pass: each prompt runs once for all three."""
+    n = len(frame)
+    contexts = list(frame.prompt) * 2 + (queries[1] if queries else [])
+    conts = list(frame.harmful) + list(frame.benign) + (queries[2] if queries else [])
+    lp = continuation_sums(model, contexts, conts, batch_size=batch_size, progress=progress)
+    return lp[:n], lp[n: 2 * n], _rated(queries[0], lp[2 * n:]) if queries else None
 
 
 def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, edit=None,
@@ -143,13 +159,11 @@ def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, ed
     bad = sorted(set(frame.group) - {"tgnb", "binary"})
     if bad:
         raise InterpError(f"item group {bad[0]!r} is neither 'tgnb' nor 'binary'")
+    queries = _rate_queries(frame) if "first_slot" in frame.columns else None
     kw = {"batch_size": batch_size, "progress": progress}
-    ref_h, ref_b = _scores(reference, frame, **kw)
-    misgender = "first_slot" in frame.columns
-    ref_rate = misgendering_rate(reference, frame, **kw) if misgender else None
+    ref_h, ref_b, ref_rate = _scores(reference, frame, queries, **kw)
     with (edit.applied(policy) if edit is not None else contextlib.nullcontext()):
-        pol_h, pol_b = _scores(policy, frame, **kw)
-        pol_rate = misgendering_rate(policy, frame, **kw) if misgender else None
+        pol_h, pol_b, pol_rate = _scores(policy, frame, queries, **kw)
         policy_fingerprint = policy.fingerprint()
     frame["logp_policy_harmful"], frame["logp_policy_benign"] = pol_h, pol_b
     frame["logp_reference_harmful"], frame["logp_reference_benign"] = ref_h, ref_b
@@ -194,7 +208,7 @@ def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, ed
     table = pd.DataFrame(rows)
     if "p" in table:
         table["p_holm"] = holm(table.p)
-    if misgender:
+    if queries is not None:
         for who, rate in (("policy", pol_rate), ("reference", ref_rate)):
             v = rate.misgendered.to_numpy()
             summary[f"misgendering_rate_{who}"] = float(v.mean())
