@@ -84,6 +84,30 @@ def test_a_cache_cut_to_rows_and_a_prefix_serves_a_resumed_forward(tiny):
         "negative count) no longer keeps the first positions of those rows")
 
 
+
+def test_a_forward_whose_batch_grows_at_a_block_equals_full_forwards(tiny):
+    """The trace engine's shared forwards: a hook appends rows to the stream entering a block,
+    the cache holds at each layer only the rows alive there (`cache.layers`,
+    `batch_select_indices` per layer), and one (1, 1, q, kv) additive mask, which transformers
+    takes as it is, serves every row."""
+    runner = Runner(tiny)
+    joins, p = 2, 3
+    name = tiny.arch.hook("resid", joins)
+    store = {}
+    with torch.no_grad():
+        with tiny.bridge.hooks(fwd_hooks=[(name, lambda a, hook: store.update(x=a))]):
+            full, cache = runner.final_hidden(runner.embed(torch.tensor(IDS)), 0, keep_cache=True)
+        alive = [1 if layer < joins else 2 for layer in range(tiny.arch.n_layers)]
+        prefix = kv_prefix(cache, torch.tensor([0, 1]), p, alive=alive)
+        first = runner.embed_at(torch.tensor([IDS[0][p:]]), p)
+        join = [(name, lambda a, hook: torch.cat([a, store["x"][1:, p:]]))]
+        with tiny.bridge.hooks(fwd_hooks=join):
+            got = runner.final_hidden(first, 0, prefix=prefix, grows=True)
+    assert got.shape[0] == 2 and torch.allclose(got, full[:, p:], atol=1e-5), changed(
+        "a forward whose batch grows at a block (rows appended by a hook, a cache with "
+        "different rows per layer, a shared 4D causal mask) no longer equals the full "
+        "forwards: the trace engine's shared forwards depend on it")
+
 @pytest.mark.parametrize("kind", ["resid", "mlp", "attn", "head", "mlp_key"])
 def test_bridge_hooks_fire_in_plain_hf_forwards_and_can_write(tiny, kind):
     """Hooks added on the bridge fire when the HF module runs (booting wrapped its submodules),

@@ -2,8 +2,8 @@
 
 The runs that patch one position, from every prompt of a chunk, share forwards: a forward starts
 at its lowest start layer from the cached corrupted residual stream, and each run joins it at
-the block where its patch starts (the corrupted stream is put there), so no block runs twice
-for a run and a small grid is a few passes. Only the positions from the patched one on are
+the block where its patch starts (its corrupted stream is appended to the batch there), so a
+block runs for a run only from its start on, and a small grid is a few passes. Only the positions from the patched one on are
 computed (the corrupted keys/values stand in for the earlier ones), logits are read only at each
 prompt's last token, and cells before the first corrupted position are skipped (restoring them
 is a no-op by causality: their effect is exactly 0).
@@ -32,10 +32,6 @@ class ExactEngine:
         self.arch = model.arch
         self.L = model.arch.n_layers
         self.batch_tokens = token_budget(model)
-        # A block's fixed cost per forward, in tokens' worth of its compute: on a CPU, reading
-        # its weights and the hooks' Python (bundled model: 1.7 ms a block, 36 µs a token); on
-        # a GPU, launching its kernels, where small forwards are launch-bound.
-        self.call_cost = 2048 if model.device.type == "cuda" else 48
         # Block-tokens: what the grid needs at least (`floor`: each run from its start layer
         # and patched position on, plus the clean and corrupted runs) and what ran (`executed`).
         self.floor = self.executed = 0
@@ -75,24 +71,30 @@ class ExactEngine:
         local = {int(g): j for j, g in enumerate(chunk)}
         last = torch.tensor([t - 1 for t in lengths], device=device)
 
-        # Clean run: the activations to restore.
+        # Clean and corrupted runs, in one forward: the clean activations to restore; per
+        # prompt and sample, the corrupted residual streams (where the patched runs start) and
+        # keys/values (standing in for the positions a patch cannot reach).
         if self.first_forward is None:
             self.first_forward = time.perf_counter()
         names = [self._hook(k, l) for k in self.kinds for l in range(self.L)]
+        resid = [self.arch.hook("resid", l) for l in range(self.L)]
         clean0 = _pad_stack([inputs.clean[i] for i in chunk], width)
-        m, clean_cache = self._run_cached(clean0, last, names)
-        clean_m[chunk] = m.double().cpu().numpy()
-
-        # Corrupted runs, one row per prompt and sample: their residual streams are where the
-        # patched runs start, their keys/values stand in for the positions a patch cannot reach.
         corrupt0, row_prompt, rows_of = corrupted_rows(inputs, chunk, width)
         self.floor += self.L * (sum(lengths) + sum(len(r) * t for r, t in zip(rows_of, lengths)))
         self.executed += self.L * width * (len(chunk) + len(row_prompt))
-        store, hooks = capture([self.arch.hook("resid", l) for l in range(self.L)])
+        nc = len(chunk)
+        store, hooks = capture(dict.fromkeys(names + resid))
         with self.model.bridge.hooks(fwd_hooks=hooks):
-            hidden, c_kv = self.runner.final_hidden(corrupt0, 0, keep_cache=True)
-        c_metric = self.metric(self.runner.unembed_at(hidden, last[row_prompt],
-                                                      select=self.metric.tokens)).double().cpu()
+            hidden, kv = self.runner.final_hidden(torch.cat([clean0, corrupt0]), 0,
+                                                  keep_cache=True)
+        m = self.metric(self.runner.unembed_at(hidden, torch.cat([last, last[row_prompt]]),
+                                               select=self.metric.tokens)).double().cpu()
+        clean_m[chunk] = m[:nc].numpy()
+        c_metric = m[nc:]
+        clean_cache = {n: store[n][:nc] for n in names}
+        c_resid = {n: store[n][nc:] for n in resid}
+        c_kv = kv_prefix(kv, torch.arange(nc, nc + len(row_prompt), device=device), width)
+        del store, kv
         for j, i in enumerate(chunk):
             corrupt_m[i] = float(c_metric[rows_of[j]].mean())
 
@@ -117,7 +119,7 @@ class ExactEngine:
         for p, runs in sorted(by_pos.items()):
             runs.sort()
             for batch in self._schedule(runs, p, lengths, local, cells):
-                values = self._run_batch(p, batch, cells, local, lengths, clean_cache, store,
+                values = self._run_batch(p, batch, cells, local, lengths, clean_cache, c_resid,
                                          c_kv)
                 for (_, c, _), v in zip(batch, values):
                     sums[c] += v
@@ -130,66 +132,52 @@ class ExactEngine:
 
     def _schedule(self, runs, pos, lengths, local, cells):
         """Split one position's runs (start layer, cell, corrupted row), sorted by start, into
-        forwards. A forward starts at its first run's start layer and the others join it at
-        their own (`_run_batch`), computing the blocks in between for nothing; fewer, larger
-        forwards cost less per token. Bands of start layers are chosen by dynamic programming
-        to minimise wasted block-tokens plus `call_cost` block-token equivalents per block a
-        forward runs, each band split into forwards within the token budget."""
+        forwards within the token budget. A forward starts at its first run's start layer and
+        the others join it at their own (`_run_batch`), so each block runs once per forward
+        for just the runs that have joined: cutting the sorted runs into consecutive forwards
+        adds only the blocks those forwards share."""
         width = max(lengths[local[int(cells.prompt[c])]] for _, c, _ in runs) - pos
         most = max(1, self.batch_tokens // width)
         if self.batch_size:
             most = min(most, self.batch_size)
-        keys = np.array([s for s, _, _ in runs])
-        starts = np.unique(keys)
-        # runs[count[k]:count[k + 1]] are the runs that start at starts[k]
-        count = np.searchsorted(keys, np.append(starts, self.L))
-        best, cut = [0.0] + [float("inf")] * len(starts), [0] * (len(starts) + 1)
-        for j in range(1, len(starts) + 1):
-            for i in range(j):
-                rows = int(count[j] - count[i])
-                cost = best[i] + (self.L - starts[i]) * (rows * width
-                                                         + -(-rows // most) * self.call_cost)
-                if cost < best[j]:
-                    best[j], cut[j] = cost, i
-        bands, j = [], len(starts)
-        while j:
-            bands.append((int(count[cut[j]]), int(count[j])))
-            j = cut[j]
-        for i, j in reversed(bands):
-            for b in range(i, j, most):
-                yield runs[b: min(b + most, j)]
+        for b in range(0, len(runs), most):
+            yield runs[b: b + most]
 
     def _run_batch(self, pos, batch, cells, local, lengths, clean_cache, c_resid, c_kv):
-        """Patched runs that patch position `pos`, in one forward from the first run's start
-        layer: only the positions from `pos` on are computed, over the corrupted keys/values
-        before it. A run that starts later joins at its start: the stream entering that block
-        is overwritten with the corrupted one (its patch, for a residual cell), so the blocks
-        it ran before do not count."""
+        """Patched runs that patch position `pos`, sorted by start layer, in one forward from
+        the first run's start: only the positions from `pos` on are computed, over the
+        corrupted keys/values before it. The batch grows as it goes: the runs that start at a
+        later block join there, as rows appended to the stream entering it (their corrupted
+        stream, with the clean value at `pos` for a residual cell), so no block runs for a
+        run before its start."""
         device = self.model.device
-        start = batch[0][0]
+        joins = np.array([s for s, _, _ in batch])
+        start = int(joins[0])
         cell_ids = np.array([c for _, c, _ in batch])
         src_rows = torch.tensor([r for _, _, r in batch], device=device)
         prompt_local = torch.tensor([local[int(cells.prompt[c])] for c in cell_ids], device=device)
         width = max(lengths[int(j)] for j in prompt_local)
-        self.executed += (self.L - start) * len(batch) * (width - pos)
+        self.executed += int((self.L - joins).sum()) * (width - pos)
         kinds = cells.kind[cell_ids]
         layers = cells.layer[cell_ids]
         heads = torch.as_tensor(cells.head[cell_ids], device=device)
-        joins = np.array([s for s, _, _ in batch])
         is_resid = kinds == KINDS.index("resid")
+        # alive[l]: how many runs have joined by block l (the first alive[l] rows of the batch)
+        alive = np.searchsorted(joins, np.arange(self.L), side="right")
 
-        x = c_resid[self.arch.hook("resid", start)][src_rows, pos:width].clone()
-        hooks = []
+        x, hooks = None, []
         for s in np.unique(joins):
             name = self.arch.hook("resid", int(s))
-            patch = torch.as_tensor(np.nonzero((joins == s) & is_resid)[0], device=device)
-            clean = clean_cache[name][prompt_local[patch], pos] if len(patch) else None
-            if s > start:
-                joining = torch.as_tensor(np.nonzero(joins == s)[0], device=device)
-                hooks.append((name, _joiner(joining, c_resid[name][src_rows[joining], pos:width],
-                                            patch, clean)))
-            elif clean is not None:  # runs that start the forward: patch its input directly
-                x[patch, 0] = clean
+            a, b = (0 if s == start else int(alive[s - 1])), int(alive[s])
+            rows = torch.arange(a, b, device=device)
+            stream = c_resid[name][src_rows[rows], pos:width].clone()
+            patch = rows[torch.as_tensor(is_resid[a:b], device=device)]
+            if len(patch):
+                stream[patch - a, 0] = clean_cache[name][prompt_local[patch], pos]
+            if s == start:
+                x = stream
+            else:
+                hooks.append((name, _joiner(stream)))
 
         # Hooks writing clean values at (row, first position[, head]) for each patched layer.
         per_hook = defaultdict(list)
@@ -207,22 +195,17 @@ class ExactEngine:
             else:
                 hooks.append((name, _setter(r, clean_cache[name][prompt_local[r], pos])))
         last = torch.tensor([lengths[int(j)] - 1 - pos for j in prompt_local], device=device)
-        prefix = kv_prefix(c_kv, src_rows, pos) if pos > 0 else None
+        prefix = kv_prefix(c_kv, src_rows, pos, alive=alive) if pos > 0 else None
         with self.model.bridge.hooks(fwd_hooks=hooks):
             logits = self.runner.logits_at(x, start, last, prefix=prefix,
-                                           select=self.metric.tokens)
+                                           select=self.metric.tokens, grows=True)
         return self.metric(logits).double().cpu().tolist()
 
 
-def _joiner(rows, streams, patch, clean):
-    """A hook on the stream entering a block that puts `rows` at their corrupted `streams` (the
-    runs that start there) and the clean value at the first position of `patch`."""
+def _joiner(streams):
+    """A hook on the stream entering a block that appends the rows of the runs joining there."""
     def hook(act, hook):
-        act = act.clone()
-        act[rows] = streams
-        if clean is not None:
-            act[patch, 0] = clean
-        return act
+        return torch.cat([act, streams])
 
     return hook
 

@@ -53,14 +53,17 @@ class Runner:
             setattr(self.body, self.blocks_attr, blocks)
 
     def final_hidden(self, resid: torch.Tensor, start: int = 0, *, prefix=None,
-                     keep_cache: bool = False, stop: int | None = None):
+                     keep_cache: bool = False, stop: int | None = None, grows: bool = False):
         """Run blocks `start`..end on `resid` (the stream entering block `start`), then the final
         norm. Rows may be right-padded: causal attention keeps padding out of real positions.
 
         prefix: an HF cache with the keys and values of the positions before `resid`'s first
         one, at every layer; `resid` then holds only the later positions. keep_cache: also
         return the cache of this run (keys/values at every layer). stop: run only the blocks
-        before `stop` (for reading activations there; the output is then not the model's)."""
+        before `stop` (for reading activations there; the output is then not the model's).
+        grows: hooks may append rows to the stream entering a block (rows that join the forward
+        there); the causal mask then goes in as one 4D mask that every row shares, which
+        transformers takes as it is, and a `prefix` holds at each layer the rows alive there."""
         offset = prefix.get_seq_length() if prefix is not None else 0
         n = resid.shape[1]
         positions = torch.arange(offset, offset + n, device=resid.device)
@@ -70,6 +73,8 @@ class Runner:
             x = x - self.body.wpe(positions)
         cache = prefix if prefix is not None else (new_cache() if keep_cache else None)
         kw = {} if cache is None else cache_kwargs(self.body, cache)
+        if grows:
+            kw["attention_mask"] = causal_mask(n, offset, x.dtype, x.device)
         with self._blocks_from(start, stop):
             out = self.body(inputs_embeds=x, position_ids=positions[None],
                             use_cache=cache is not None, **kw)
@@ -78,10 +83,11 @@ class Runner:
         return (out.last_hidden_state, cache) if keep_cache else out.last_hidden_state
 
     def logits_at(self, resid: torch.Tensor, start: int, positions: torch.Tensor, *,
-                  prefix=None, select=None) -> torch.Tensor:
+                  prefix=None, select=None, grows: bool = False) -> torch.Tensor:
         """Next-token logits at one position per row, running from block `start`: over the
-        whole vocabulary (rows, vocab), or only for the token ids in `select`."""
-        hidden = self.final_hidden(resid, start, prefix=prefix)
+        whole vocabulary (rows, vocab), or only for the token ids in `select`. `positions`
+        covers the rows at the end of the forward (see `final_hidden`'s `grows`)."""
+        hidden = self.final_hidden(resid, start, prefix=prefix, grows=grows)
         return self.unembed_at(hidden, positions, select=select)
 
     def unembed_at(self, hidden: torch.Tensor, positions: torch.Tensor, *,
@@ -93,6 +99,13 @@ class Runner:
         ids = torch.as_tensor(select, device=h.device)
         bias = self.unembed.bias[ids] if getattr(self.unembed, "bias", None) is not None else None
         return torch.nn.functional.linear(h, self.unembed.weight[ids], bias).float()
+
+
+def causal_mask(n: int, offset: int, dtype, device) -> torch.Tensor:
+    """The additive causal mask (1, 1, n, offset + n) of `n` positions after `offset` cached ones:
+    one batch row, so it serves a forward whose batch grows."""
+    mask = torch.full((n, offset + n), torch.finfo(dtype).min, dtype=dtype, device=device)
+    return mask.triu(offset + 1)[None, None]
 
 
 def token_budget(model, fraction: float = 0.25, cpu_most: int = 8192) -> int:
@@ -163,13 +176,19 @@ def new_cache():
     return DynamicCache()
 
 
-def kv_prefix(cache, rows: torch.Tensor, length: int):
-    """A fresh cache holding the first `length` positions of `rows` of `cache`, at every layer."""
+def kv_prefix(cache, rows: torch.Tensor, length: int, alive=None):
+    """A fresh cache holding the first `length` positions of `rows` of `cache`, at every layer;
+    with `alive` (a row count per layer), only the first `alive[l]` of `rows` at layer l, for a
+    forward whose batch grows (`Runner.final_hidden`'s `grows`)."""
     out = copy_cache(cache)
     out.batch_select_indices(rows)
     extra = out.get_seq_length() - length
     if extra > 0:  # a negative count removes that many positions, in every version we support
         out.crop(-extra)
+    if alive is not None:
+        for layer, k in zip(out.layers, alive):
+            if 0 < k < len(rows):  # (layers before the forward's start are not read)
+                layer.batch_select_indices(torch.arange(int(k), device=rows.device))
     return out
 
 
