@@ -3,10 +3,11 @@
 The runs that patch one position, from every prompt of a chunk, share forwards: a forward starts
 at its lowest start layer from the cached corrupted residual stream, and each run joins it at
 the block where its patch starts (its corrupted stream is appended to the batch there), so a
-block runs for a run only from its start on, and a small grid is a few passes. Only the positions from the patched one on are
-computed (the corrupted keys/values stand in for the earlier ones), logits are read only at each
-prompt's last token, and cells before the first corrupted position are skipped (restoring them
-is a no-op by causality: their effect is exactly 0).
+block runs for a run only from its start on, and a small grid is a few passes. Only the
+positions from the patched one on are computed (the corrupted keys/values stand in for the
+earlier ones), logits are read only at each prompt's last token, and cells before the first
+corrupted position are skipped (restoring them is a no-op by causality: their effect is
+exactly 0).
 """
 
 from __future__ import annotations
