@@ -35,22 +35,25 @@ from .measure import capability, metrics, prompts, suites
 from .measure.bias import BiasReport, bias
 from .measure.evaluate import EvalReport, evaluate
 from .measure.prompts import Prompt, PromptSet
+from .mitigate.dpo import dpo, preference_margins
 from .mitigate.edit import Edit, EditError
 from .mitigate.lsdm import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES, lsdm
 from .mitigate.verify import Verification, verify
 from .model.arch import Architecture
 from .model.load import Model, load_model
 from .studies.reward import RewardAudit, reward_audit
+from .studies.stories import StoryConsistency, preference_pairs, story_consistency
 from .sweep import SweepResult, run_sweep
 
 __all__ = [
     "EDIT_TEMPLATES", "LAST_TOKEN_TEMPLATES", "Architecture", "BiasReport", "Edit", "EditError",
     "EmptyPromptSetError", "EvalReport", "ExportResult", "InterpError", "Model",
-    "ModelLoadError", "Prompt", "PromptSet", "RewardAudit", "SweepResult", "TemplateError",
-    "TokenizationError", "TraceComparison", "TraceResult", "TraceSpec",
-    "UnsupportedArchitectureError", "Verification", "__version__", "bias", "capability",
-    "evaluate", "export", "load_model", "lsdm", "metrics", "prompts", "reward_audit",
-    "run_sweep", "save_figure", "suites", "trace", "verify",
+    "ModelLoadError", "Prompt", "PromptSet", "RewardAudit", "StoryConsistency", "SweepResult",
+    "TemplateError", "TokenizationError", "TraceComparison", "TraceResult", "TraceSpec",
+    "UnsupportedArchitectureError", "Verification", "__version__", "bias", "capability", "dpo",
+    "evaluate", "export", "load_model", "lsdm", "metrics", "preference_margins",
+    "preference_pairs", "prompts", "reward_audit", "run_sweep", "save_figure",
+    "story_consistency", "suites", "trace", "verify",
 ]
 
 # The measuring modules that were public before the stage folders keep their import paths

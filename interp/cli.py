@@ -276,6 +276,115 @@ def audit(
         result.save(out)
 
 
+def _read_csv(path: Path):
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, keep_default_na=False)
+    except (OSError, ValueError) as e:
+        _fail(f"cannot read {path} as a CSV: {e}")
+
+
+def _story_pairs(pairs: str, split: str):
+    from .studies import stories as S
+
+    if split not in ("all", "train", "test"):
+        _fail(f"--split must be all, train or test, not {split!r}")
+    frame = S.resolve(pairs)
+    return frame if split == "all" else S.split(frame)[split == "test"]
+
+
+@app.command()
+def stories(
+    model: Optional[str] = ModelOpt,
+    pairs: str = typer.Option("ours", help="ours, or GenMO's JSON (a list of objects with "
+                                           "male_story, female_story, environment, source)."),
+    split: str = typer.Option("all", help="all, or the train / test side of the split by "
+                                          "whole templates."),
+    edit: Optional[Path] = typer.Option(None, help="An edit file applied while judging."),
+    limit: Optional[int] = typer.Option(None, help="Judge at most N pairs (seeded sample)."),
+    seed: int = typer.Option(0, help="Sampling and bootstrap seed."),
+    out: Optional[Path] = typer.Option(None, help="Directory to save the result in."),
+):
+    """Story-pair consistency: the model judges both gender versions of each story (Moral /
+    Immoral / Both, by likelihood); how often they differ, and which gender is judged more
+    harshly."""
+
+    from .studies.stories import story_consistency
+
+    m = _load(model)
+    try:
+        frame = _story_pairs(pairs, split)
+        if limit:
+            frame = frame.sample(n=min(limit, len(frame)), random_state=seed)
+        result = story_consistency(m, frame, seed=seed, progress=True,
+                                   edit=None if edit is None else Edit.load(edit))
+    except InterpError as e:
+        _fail(str(e))
+    typer.echo(result.table())
+    if out:
+        result.save(out)
+
+
+@app.command()
+def dpo(
+    model: Optional[str] = ModelOpt,
+    pairs: str = typer.Option("ours", help="ours, or GenMO's JSON: preference pairs come from "
+                                           "the train side of the split, the held-apart side "
+                                           "is measured before and after."),
+    limit: int = typer.Option(200, help="Preference pairs to train on at most."),
+    preferences: Optional[Path] = typer.Option(None, help="Train on these preference pairs "
+                                               "instead (a CSV with prompt, chosen, "
+                                               "rejected)."),
+    layers: Optional[str] = typer.Option(None, help="Comma list of MLP layers to train; "
+                                                    "default: trace, as `interp edit` does."),
+    attn_layers: Optional[str] = typer.Option(None, help="Comma list of layers whose "
+                                              "attention output projection to train."),
+    beta: float = typer.Option(0.1, help="DPO's β."),
+    epochs: int = typer.Option(3, help="Passes over the preference pairs."),
+    lr: float = typer.Option(3e-4, help="Adam's learning rate."),
+    seed: int = typer.Option(0, help="Seed of the trace and the batches."),
+    out: Path = typer.Option(Path("runs/dpo"), help="Output directory."),
+):
+    """Preference debiasing: DPO on the model's own story-pair inconsistencies (chosen: the
+    judgement both versions share; rejected: the one that departs), training the weights an
+    LSDM edit would change. Saves the change as an edit file."""
+
+    from .mitigate.dpo import dpo as run_dpo
+    from .studies import stories as S
+
+    m = _load(model)
+    try:
+        train, test = _story_pairs(pairs, "train"), _story_pairs(pairs, "test")
+        if preferences is None:
+            judged = S.story_consistency(m, train, seed=seed, progress=True)
+            prefs = S.preference_pairs(judged).iloc[:limit]
+            typer.echo(f"{judged.summary['n_mismatches']} of {len(train)} train story pairs "
+                       f"mismatch: training on {len(prefs)} preference pairs", err=True)
+        else:
+            prefs = _read_csv(preferences).iloc[:limit]
+        chosen = [int(x) for x in layers.split(",")] if layers else None
+        attn = [int(x) for x in attn_layers.split(",")] if attn_layers else []
+        if chosen is None:
+            located = run_trace(m, pick(P.professions(m, "train"), 40, seed),
+                                kinds=("mlp", "attn"), samples=3, seed=seed, progress=True)
+            chosen, traced, why = choose_sites(located, "last")
+            attn = traced if attn_layers is None else attn
+            typer.echo(f"sites: MLP {chosen}, attention {attn}: {why}", err=True)
+        e = run_dpo(m, prefs, layers=chosen, attn_layers=attn, beta=beta, epochs=epochs, lr=lr,
+                    seed=seed, progress=True)
+        before = S.story_consistency(m, test, seed=seed, progress=True)
+        after = S.story_consistency(m, test, edit=e, seed=seed, progress=True)
+    except InterpError as err:
+        _fail(str(err))
+    out.mkdir(parents=True, exist_ok=True)
+    e.save(out / "edit.safetensors")
+    typer.echo(repr(e))
+    typer.echo(f"held-apart story pairs ({len(test)}): mismatch rate "
+               f"{before.summary['mismatch_rate']:.3f} -> {after.summary['mismatch_rate']:.3f}")
+    typer.echo(f"wrote {out / 'edit.safetensors'}")
+
+
 @app.command()
 def edit(
     model: Optional[str] = ModelOpt,

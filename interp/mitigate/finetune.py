@@ -79,11 +79,7 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
     if objective not in OBJECTIVES:
         raise EditError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
     prompts.require_nonempty()
-    sites = forward_order(sorted(set(layers)), sorted(set(attn_layers)))
-    if not sites:
-        raise EditError("no layers to fine-tune: pass e.g. layers=[24, 25] or attn_layers=[26]")
-    for _, l in sites:
-        model.arch.check_layer(l)
+    sites = trained_sites(model, layers, attn_layers, "fine-tune")
     fingerprint, clock = model.fingerprint(), time.perf_counter()
     runner = Runner(model)
     pair = Candidates.resolve(model).ids
@@ -97,48 +93,29 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
         ref_neutral = neutral.logprobs(range(len(neutral)), every_position=True)
         ref_kept = kept.logprobs(range(len(kept))) if len(kept) else None
 
-    weights = {s: model.arch.edit_weight(model.bridge, *s) for s in sites}
-    start = {s: w.detach().clone() for s, w in weights.items()}
-    trainable = list(weights.values())
-    flags = {p: p.requires_grad for p in model.hf.parameters()}
     gen = torch.Generator().manual_seed(seed)
-    losses = []
-    try:
-        for p in model.hf.parameters():
-            p.requires_grad_(False)
-        for w in trainable:
-            w.requires_grad_(True)
-        opt = torch.optim.Adam(trainable, lr=lr)
-        show = progress if progress is not None else steps > 20
-        for _ in tqdm(range(steps), desc=objective, disable=not show, leave=False):
-            rows = torch.randperm(len(fit), generator=gen)[:batch_size].tolist()
-            lp = fit.logprobs(rows)
-            if objective == "balance":
-                bias_loss = ((lp[:, she] - lp[:, he]) ** 2).mean()
-            else:
-                bias_loss = -0.5 * (lp[:, he] + lp[:, she]).mean()
-            loss = bias_loss
-            if kl_weight:
-                pick = torch.randperm(len(neutral), generator=gen)[:8].tolist()
-                out = neutral.logprobs(pick, every_position=True)
-                loss = loss + kl_weight * _kl(ref_neutral[pick], out)
-            if len(kept):
-                pick = torch.randperm(len(kept), generator=gen)[:batch_size].tolist()
-                loss = loss + preserve_weight * _kl(ref_kept[pick], kept.logprobs(pick))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append([float(loss.detach()), float(bias_loss.detach())])
-        deltas = {s: (w.detach() - start[s]) for s, w in weights.items()}
-    finally:
-        with torch.no_grad():
-            for s, w in weights.items():
-                w.copy_(start[s])
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-    factors: dict[str, dict] = {"mlp": {}, "attn": {}}
-    for (component, layer), d in deltas.items():
-        factors[component][layer] = _factor(d)
+
+    def step():
+        rows = torch.randperm(len(fit), generator=gen)[:batch_size].tolist()
+        lp = fit.logprobs(rows)
+        if objective == "balance":
+            bias_loss = ((lp[:, she] - lp[:, he]) ** 2).mean()
+        else:
+            bias_loss = -0.5 * (lp[:, he] + lp[:, she]).mean()
+        loss = bias_loss
+        if kl_weight:
+            pick = torch.randperm(len(neutral), generator=gen)[:8].tolist()
+            out = neutral.logprobs(pick, every_position=True)
+            loss = loss + kl_weight * _kl(ref_neutral[pick], out)
+        if len(kept):
+            pick = torch.randperm(len(kept), generator=gen)[:batch_size].tolist()
+            loss = loss + preserve_weight * _kl(ref_kept[pick], kept.logprobs(pick))
+        return loss, bias_loss
+
+    show = progress if progress is not None else steps > 20
+    deltas, losses = train_sites(model, sites, step, steps=steps, lr=lr, progress=show,
+                                 desc=objective)
+    factors = factored(deltas)
     meta = {
         "method": "ft" if objective == "balance" else "cda", "objective": objective,
         "fingerprint": fingerprint, "model": model.name,
@@ -153,6 +130,53 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return Edit(factors["mlp"], meta, attn=factors["attn"])
+
+
+def trained_sites(model, layers, attn_layers, verb: str) -> list[tuple[str, int]]:
+    """(component, layer) of the weights to train, in forward order, checked against the model."""
+    sites = forward_order(sorted(set(layers)), sorted(set(attn_layers)))
+    if not sites:
+        raise EditError(f"no layers to {verb}: pass e.g. layers=[24, 25] or attn_layers=[26]")
+    for _, l in sites:
+        model.arch.check_layer(l)
+    return sites
+
+
+def train_sites(model, sites, step, *, steps: int, lr: float, progress: bool, desc: str):
+    """Adam on the weights of `sites` alone, `steps` times over `step()` -> (loss, the part
+    to report). Returns each site's change and the losses; the model is left as it was."""
+    weights = {s: model.arch.edit_weight(model.bridge, *s) for s in sites}
+    start = {s: w.detach().clone() for s, w in weights.items()}
+    flags = {p: p.requires_grad for p in model.hf.parameters()}
+    losses = []
+    try:
+        for p in model.hf.parameters():
+            p.requires_grad_(False)
+        for w in weights.values():
+            w.requires_grad_(True)
+        opt = torch.optim.Adam(list(weights.values()), lr=lr)
+        for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+            loss, part = step()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append([float(loss.detach()), float(part.detach())])
+        deltas = {s: (w.detach() - start[s]) for s, w in weights.items()}
+    finally:
+        with torch.no_grad():
+            for s, w in weights.items():
+                w.copy_(start[s])
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+    return deltas, losses
+
+
+def factored(deltas) -> dict[str, dict]:
+    """Dense changes per (component, layer) as an `Edit`'s factors per component."""
+    factors: dict[str, dict] = {"mlp": {}, "attn": {}}
+    for (component, layer), d in deltas.items():
+        factors[component][layer] = _factor(d)
+    return factors
 
 
 def _kl(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
