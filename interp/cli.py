@@ -385,6 +385,68 @@ def dpo(
     typer.echo(f"wrote {out / 'edit.safetensors'}")
 
 
+corpus_app = typer.Typer(no_args_is_help=True, help="Corpus co-occurrence of occupations with "
+                                                     "gender terms.")
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("count")
+def corpus_count(
+    corpus: list[Path] = typer.Argument(..., help="Shards: text files, JSONL(.gz) with a text "
+                                                  "field, datasets directories, or folders of "
+                                                  "them."),
+    window: str = typer.Option("sentence", help="sentence, or N: the N words on each side."),
+    out: Path = typer.Option(Path("runs/corpus/counts.csv"), help="The table to write; shard "
+                                                                  "counts go beside it, so a "
+                                                                  "rerun resumes."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Count the readable shards and "
+                                  "name the others, instead of stopping."),
+):
+    """Count, per occupation, its mentions and the female and male terms in their windows."""
+
+    from .studies.corpus import count_corpus
+
+    try:
+        w = window if window == "sentence" else int(window)
+    except ValueError:
+        _fail(f"--window must be 'sentence' or a number of words, not {window!r}")
+    try:
+        result = count_corpus(list(corpus), window=w, out=out.parent / (out.stem + "_shards"),
+                              skip_bad=skip_bad, progress=True)
+    except InterpError as e:
+        _fail(str(e))
+    result.save(out)
+    for s in result.meta["skipped"]:
+        typer.echo(f"skipped: {s['error']}", err=True)
+    typer.echo(result.frame.head(20).to_string(index=False))
+    typer.echo(f"{result.meta['documents']} documents, {result.meta['characters']:,} characters "
+               f"in {result.meta['n_shards']} shards ({result.meta['resumed']} resumed); wrote "
+               f"{out}")
+
+
+@corpus_app.command("compare")
+def corpus_compare(
+    counts: Path = typer.Argument(..., help="The table `interp corpus count` wrote."),
+    model: Optional[str] = ModelOpt,
+    min_mentions: int = typer.Option(5, help="Leave out occupations mentioned fewer times."),
+    out: Optional[Path] = typer.Option(None, help="Directory for the table, summary and plot."),
+):
+    """Correlate the corpus' female share per occupation with the model's p(she) share, and fit
+    the amplification slope (model against corpus)."""
+
+    from .studies.corpus_compare import compare_corpus
+
+    m = _load(model)
+    try:
+        result = compare_corpus(m, counts, min_mentions=min_mentions)
+    except (InterpError, OSError) as e:
+        _fail(str(e))
+    typer.echo(result.table())
+    if out:
+        result.save(out)
+        save_figure(result.plot(), out / "amplification")
+
+
 @app.command()
 def edit(
     model: Optional[str] = ModelOpt,
