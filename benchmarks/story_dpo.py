@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 import interp  # noqa: E402
 from interp import prompts as P  # noqa: E402
 from interp.mitigate.lsdm import choose_sites  # noqa: E402
-from interp.studies import audit_items, stories  # noqa: E402
+from interp.studies import stories  # noqa: E402
+from reward_audit import audit_sets  # noqa: E402  (this folder, on the path when run)
 
 
 def main():
@@ -91,14 +92,7 @@ def main():
         rel = float(edit.delta(layer, component).norm() / w.norm())
         print(f"  {component} {layer}: |ΔW| / |W| = {rel:.4f}")
 
-    for name in audit_items.SETS:
-        items = audit_items.SETS[name]()
-        items = items.sample(n=min(args.audit_items, len(items)), random_state=0)
-        t = time.perf_counter()
-        audit = interp.reward_audit(model, model, items, edit=edit, progress=False)
-        print(f"\n== reward audit, {name}: {len(items)} items in {time.perf_counter() - t:.0f} s "
-              "(policy: DPO-tuned, reference: unedited)")
-        print(audit.table())
+    audit_sets(model, edit, args.audit_items, "DPO-tuned")
 
     path = edit.save(os.path.join(args.out, "edit.safetensors"))
     exported = interp.export(model, os.path.join(args.out, "model.safetensors"),

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..measure.suites.likelihood import _bos_prefix, _encode
+from ..measure.suites.likelihood import encode_continuations
 from ..model.runner import Runner
 from .edit import Edit, EditError
 from .finetune import _kl, _neutral_chunks, _Streams, factored, train_sites, trained_sites
@@ -37,17 +37,13 @@ PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
 
 def _sequences(model, frame: pd.DataFrame):
-    """Per preference pair, the token ids of prompt + chosen and prompt + rejected, and where
-    each continuation starts. Tokenised as the likelihood scorers do: the prompt, then " " and
-    the continuation."""
-    bos = _bos_prefix(model.tokenizer, None)
-    ctx = [bos + c for c in _encode(model.tokenizer, frame.prompt)]
-    seqs, starts = [], []
-    for side in ("chosen", "rejected"):
-        for c, y in zip(ctx, _encode(model.tokenizer, [" " + str(v) for v in frame[side]])):
-            seqs.append(c + y)
-            starts.append(len(c))
-    return seqs, starts
+    """Per preference pair, the token ids of prompt + chosen and prompt + rejected (chosen
+    ones first), and where each continuation starts: the sequences the likelihood scorers
+    score."""
+    prompts = list(frame.prompt)
+    ctx, cont = encode_continuations(model.tokenizer, prompts + prompts,
+                                     list(frame.chosen) + list(frame.rejected))
+    return [c + y for c, y in zip(ctx, cont)], [len(c) for c in ctx]
 
 
 def _sums(streams: _Streams, rows: Sequence[int], seqs, starts) -> torch.Tensor:

@@ -165,8 +165,6 @@ def count_shard(path, counter: Counter) -> tuple[np.ndarray, int, int]:
             counter.add(counts, text)
             docs += 1
             size += len(text)
-    except CorpusError:
-        raise
     except (OSError, UnicodeDecodeError, EOFError, ValueError) as e:
         raise CorpusError(f"cannot read shard {path}: {e}") from e
     return counts, docs, size

@@ -21,7 +21,7 @@ from ..common.errors import InterpError
 from ..common.io import atomic_dir
 from ..measure import prompts as P
 from ..measure.bias import measure
-from ..measure.suites.stats import _bootstrap_stat
+from ..measure.suites.stats import _pearson, _put_stat
 from .corpus import CorpusCounts
 
 
@@ -110,24 +110,16 @@ def compare_corpus(model, counts, *, min_mentions: int = 5, templates=P.TEMPLATE
         xc = xs - xs.mean(-1, keepdims=True)
         return (xc * (ys - ys.mean(-1, keepdims=True))).sum(-1) / (xc ** 2).sum(-1)
 
-    def pearson_of(idx):
-        xs, ys = x[idx], y[idx]
-        xc, yc = xs - xs.mean(-1, keepdims=True), ys - ys.mean(-1, keepdims=True)
-        return (xc * yc).sum(-1) / np.sqrt((xc ** 2).sum(-1) * (yc ** 2).sum(-1))
-
     def spearman_of(idx):
         rx = np.argsort(np.argsort(x[idx], -1), -1).astype(float)
         ry = np.argsort(np.argsort(y[idx], -1), -1).astype(float)
         rxc, ryc = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
         return (rxc * ryc).sum(-1) / np.sqrt((rxc ** 2).sum(-1) * (ryc ** 2).sum(-1))
 
-    whole = np.arange(len(f))[None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        for key, fn in (("pearson", pearson_of), ("spearman", spearman_of),
+        for key, fn in (("pearson", _pearson(x, y)), ("spearman", spearman_of),
                         ("slope", slope_of)):
-            summary[key] = float(fn(whole)[0])
-            summary[f"{key}_lo"], summary[f"{key}_hi"] = _bootstrap_stat(
-                fn, len(f), n_boot=n_boot, seed=seed)
+            _put_stat(summary, key, fn, len(f), n_boot=n_boot, seed=seed)
     summary["intercept"] = float(y.mean() - summary["slope"] * x.mean())
     meta = {"model": model.name, "fingerprint": model.fingerprint(), "corpus": counts.meta,
             "min_mentions": min_mentions, "templates": list(templates), "n_boot": n_boot,

@@ -20,9 +20,9 @@ import pandas as pd
 
 from ..common.errors import InterpError
 from ..measure import metrics
-from ..measure.suites.likelihood import _bos_prefix, _encode
+from ..measure.suites.likelihood import encode_continuations
 from ..measure.suites.result import SuiteResult
-from ..measure.suites.stats import _bootstrap_stat
+from ..measure.suites.stats import _put_mean, _put_stat
 from ..model.forward import continuation_token_logprobs
 from . import audit_items
 from .audit_items import FAMILIES, FORMS
@@ -94,9 +94,7 @@ def continuation_sums(model, contexts, continuations, *, batch_size: int = 64,
                       progress: bool | None = None) -> np.ndarray:
     """log p(" " + continuation | context) per pair, summed over the continuation's tokens: the
     same numbers as `continuation_logprobs`, with each distinct context run once."""
-    prefix = _bos_prefix(model.tokenizer, None)
-    ctx = [prefix + c for c in _encode(model.tokenizer, contexts)]
-    cont = _encode(model.tokenizer, [" " + str(c) for c in continuations])
+    ctx, cont = encode_continuations(model.tokenizer, contexts, continuations)
     return np.array([a.sum() for a in continuation_token_logprobs(
         model, ctx, cont, batch_size=batch_size, progress=progress)])
 
@@ -173,14 +171,12 @@ def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, ed
     frame["prefers_harmful"] = (frame.margin > 0).astype(float)
 
     summary = {"n_items": len(frame), "beta": beta}
+    boot = {"n_boot": n_boot, "seed": seed, "scale": 1.0}
     for group in ("tgnb", "binary"):
         g = frame[frame.group == group]
         summary[f"n_{group}"] = len(g)
         for key, col in (("mean_margin", "margin"), ("harmful_rate", "prefers_harmful")):
-            v = g[col].to_numpy()
-            summary[f"{key}_{group}"] = float(v.mean()) if len(v) else float("nan")
-            summary[f"{key}_{group}_lo"], summary[f"{key}_{group}_hi"] = metrics.bootstrap_ci(
-                v, n_boot=n_boot, seed=seed)
+            _put_mean(summary, f"{key}_{group}", g[col], **boot)
     # Matched templates: each template's mean margin per identity, then per group.
     per = frame.pivot_table(index="template_id", columns="identity", values="margin",
                             aggfunc="mean")
@@ -189,9 +185,8 @@ def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, ed
     bi = [i for i in per.columns if groups[i] == "binary"]
     if tg and bi:
         gap = (per[tg].mean(1) - per[bi].mean(1)).dropna().to_numpy()
-        summary["gap_B"] = float(gap.mean()) if gap.size else float("nan")
-        summary["gap_B_lo"], summary["gap_B_hi"] = _bootstrap_stat(
-            lambda idx: gap[idx].mean(1), gap.size, n_boot=n_boot, seed=seed)
+        _put_stat(summary, "gap_B", lambda idx: gap[idx].mean(1), gap.size, n_boot=n_boot,
+                  seed=seed)
     rows = []
     for identity in per.columns:
         v = frame.margin[frame.identity == identity].to_numpy()
@@ -210,10 +205,7 @@ def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, ed
         table["p_holm"] = holm(table.p)
     if queries is not None:
         for who, rate in (("policy", pol_rate), ("reference", ref_rate)):
-            v = rate.misgendered.to_numpy()
-            summary[f"misgendering_rate_{who}"] = float(v.mean())
-            summary[f"misgendering_rate_{who}_lo"], summary[f"misgendering_rate_{who}_hi"] = \
-                metrics.bootstrap_ci(v, n_boot=n_boot, seed=seed)
+            _put_mean(summary, f"misgendering_rate_{who}", rate.misgendered, **boot)
     meta = {"suite": "reward_audit", "policy": policy.name, "reference": reference.name,
             "policy_fingerprint": policy_fingerprint,
             "reference_fingerprint": reference.fingerprint(),

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..common.errors import EmptyPromptSetError, InterpError
-from ..measure import metrics
 from ..measure.suites.result import SuiteResult
+from ..measure.suites.stats import _put_mean
 from .audit_items import _data
 from .reward import continuation_sums
 
@@ -152,16 +152,23 @@ class StoryConsistency(SuiteResult):
         return fig
 
 
+def _answers(lp: np.ndarray) -> np.ndarray:
+    """The answer distribution over OPTIONS per row of option log-likelihoods."""
+    return np.exp(lp - np.logaddexp.reduce(lp, axis=1, keepdims=True))
+
+
+def _logps(frame: pd.DataFrame, who: str) -> np.ndarray:
+    return frame[[f"logp_{who}_{o.lower()}" for o in OPTIONS]].to_numpy(float)
+
+
 def _judged(frame: pd.DataFrame, lp_male: np.ndarray, lp_female: np.ndarray) -> pd.DataFrame:
     out = frame.copy()
     for who, lp in (("male", lp_male), ("female", lp_female)):
         for k, o in enumerate(OPTIONS):
             out[f"logp_{who}_{o.lower()}"] = lp[:, k]
         out[f"judgement_{who}"] = [OPTIONS[i] for i in lp.argmax(1)]
-    pm = np.exp(lp_male - np.logaddexp.reduce(lp_male, axis=1, keepdims=True))
-    pf = np.exp(lp_female - np.logaddexp.reduce(lp_female, axis=1, keepdims=True))
     # Total variation between the two versions' answer distributions (over the three options).
-    out["answer_distance"] = 0.5 * np.abs(pm - pf).sum(1)
+    out["answer_distance"] = 0.5 * np.abs(_answers(lp_male) - _answers(lp_female)).sum(1)
     out["mismatch"] = (out.judgement_male != out.judgement_female).astype(float)
     hm = out.judgement_male.map(HARSHNESS)
     hf = out.judgement_female.map(HARSHNESS)
@@ -183,19 +190,14 @@ def story_consistency(model, pairs="ours", *, edit=None, n_boot: int = 1000, see
     n = len(frame)
     out = _judged(frame, lp[:n], lp[n:])
     summary: dict = {"n_pairs": n}
-
-    def add(key, v):
-        summary[key] = float(v.mean())
-        summary[f"{key}_lo"], summary[f"{key}_hi"] = metrics.bootstrap_ci(v, n_boot=n_boot,
-                                                                          seed=seed)
-
-    add("mismatch_rate", out.mismatch.to_numpy())
-    add("answer_distance", out.answer_distance.to_numpy())
+    boot = {"n_boot": n_boot, "seed": seed, "scale": 1.0}
+    _put_mean(summary, "mismatch_rate", out.mismatch, **boot)
+    _put_mean(summary, "answer_distance", out.answer_distance, **boot)
     mism = out[out.mismatch == 1]
     summary["n_mismatches"] = len(mism)
     if len(mism):
-        add("female_harsher_share", mism.female_harsher.to_numpy())
-        add("male_harsher_share", mism.male_harsher.to_numpy())
+        _put_mean(summary, "female_harsher_share", mism.female_harsher, **boot)
+        _put_mean(summary, "male_harsher_share", mism.male_harsher, **boot)
     for o in OPTIONS:
         summary[f"share_{o.lower()}"] = float(
             np.mean(list(out.judgement_male == o) + list(out.judgement_female == o)))
@@ -226,14 +228,11 @@ def preference_pairs(report: StoryConsistency, balance: bool = False) -> pd.Data
     made it answer "Both" to every held-apart story). Balanced pairs keep the answer mix but
     cut fewer mismatches, and can turn their direction (README); off by default, the setting
     that cut most on the full benchmark."""
-    f = report.frame
+    f = report.frame[report.frame.mismatch == 1]
+    agreed = (_answers(_logps(f, "male")) + _answers(_logps(f, "female"))).argmax(1)
     rows = []
-    for r in f[f.mismatch == 1].itertuples():
-        probs = 0.0
-        for who in ("male", "female"):
-            lp = np.array([getattr(r, f"logp_{who}_{o.lower()}") for o in OPTIONS])
-            probs = probs + np.exp(lp - np.logaddexp.reduce(lp))
-        consensus = OPTIONS[int(np.argmax(probs))]
+    for r, k in zip(f.itertuples(), agreed):
+        consensus = OPTIONS[int(k)]
         judged = {"male": r.judgement_male, "female": r.judgement_female}
         for who, other in (("male", "female"), ("female", "male")):
             rejected = judged[who] if judged[who] != consensus else judged[other]

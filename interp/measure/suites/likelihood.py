@@ -42,6 +42,16 @@ def _encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     return list(tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else []
 
 
+def encode_continuations(tokenizer, contexts: Sequence[str], continuations: Sequence[str], *,
+                         sep: str = " ", bos: bool | None = None):
+    """Token ids of each context (after the BOS prefix `bos` asks for) and of sep + each
+    continuation, tokenized apart: a continuation's tokens are the same whatever the context,
+    so every scorer of continuations (and DPO, which trains on them) sees the same sequences."""
+    prefix = _bos_prefix(tokenizer, bos)
+    ctx = [prefix + c for c in _encode(tokenizer, contexts)]
+    return ctx, _encode(tokenizer, [sep + str(c) for c in continuations])
+
+
 def _scored_logprobs(model, seqs: list[list[int]], starts: list[int], *, batch_size: int,
                      progress: bool | None) -> list[np.ndarray]:
     """Per sequence, log p(seq[t] | seq[:t]) for t = start .. len-1, as float64."""
@@ -114,11 +124,9 @@ def continuation_logprobs(model, contexts: Sequence[str], continuations: Sequenc
     if len(contexts) != len(continuations):
         raise SuiteError(f"{len(contexts)} contexts but {len(continuations)} continuations: "
                          "pass one context per continuation")
-    prefix = _bos_prefix(model.tokenizer, bos)
-    ctx = _encode(model.tokenizer, contexts)
-    cont = _encode(model.tokenizer, [sep + str(c) for c in continuations])
-    seqs = [prefix + a + b for a, b in zip(ctx, cont)]
-    starts = [max(1, len(prefix) + len(a)) for a in ctx]
+    ctx, cont = encode_continuations(model.tokenizer, contexts, continuations, sep=sep, bos=bos)
+    seqs = [a + b for a, b in zip(ctx, cont)]
+    starts = [max(1, len(a)) for a in ctx]
     scored = _scored_logprobs(model, seqs, starts, batch_size=batch_size, progress=progress)
     return np.array([_reduce(s, reduce) for s in scored], dtype=float)
 
