@@ -28,6 +28,7 @@ from .mitigate.verify import verify as run_verify
 from .model.load import load_model
 from .model.upstream import version_report
 from .report import demo_report, headline
+from .sweep.ray_run import run_sweep_ray
 from .sweep.run import run_sweep
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -385,6 +386,23 @@ def dpo(
     typer.echo(f"wrote {out / 'edit.safetensors'}")
 
 
+RayOpt = typer.Option(False, "--ray", help="Run on Ray: a local Ray started here (every core, "
+                                           "or --workers), or the cluster at --ray-address. "
+                                           "Needs pip install 'interp\\[ray]'.")
+RayAddressOpt = typer.Option(None, "--ray-address", help="The Ray cluster to join (auto, "
+                                                         "ray://host:10001, ...); implies --ray.")
+WorkersOpt = typer.Option(None, "--workers", min=1, help="Ray workers (default: one per CPU).")
+
+
+def _ray_options(ray: bool, address: Optional[str], workers: Optional[int]) -> dict:
+    """count_corpus's and run_sweep's ray= and workers= from the command-line flags."""
+    if workers is not None and not (ray or address):
+        _fail("--workers sets the number of Ray workers: add --ray (or --ray-address)")
+    if not (ray or address):
+        return {}
+    return {"ray": address or True, "workers": workers}
+
+
 corpus_app = typer.Typer(no_args_is_help=True, help="Corpus co-occurrence of occupations with "
                                                      "gender terms.")
 app.add_typer(corpus_app, name="corpus")
@@ -401,6 +419,9 @@ def corpus_count(
                                                                   "rerun resumes."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Count the readable shards and "
                                   "name the others, instead of stopping."),
+    ray: bool = RayOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    workers: Optional[int] = WorkersOpt,
 ):
     """Count, per occupation, its mentions and the female and male terms in their windows."""
 
@@ -412,7 +433,8 @@ def corpus_count(
         _fail(f"--window must be 'sentence' or a number of words, not {window!r}")
     try:
         result = count_corpus(list(corpus), window=w, out=out.parent / (out.stem + "_shards"),
-                              skip_bad=skip_bad, progress=True)
+                              skip_bad=skip_bad, progress=True,
+                              **_ray_options(ray, ray_address, workers))
     except InterpError as e:
         _fail(str(e))
     result.save(out)
@@ -540,11 +562,20 @@ def sweep(
                                             "(see configs/sweep_example.toml)."),
     out: Optional[Path] = typer.Option(None, help="Output directory (default: the config's "
                                                   "`out`)."),
+    ray: bool = RayOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    workers: Optional[int] = WorkersOpt,
 ):
-    """Run a grid of traces and LSDM edits from a TOML file; a rerun resumes where it stopped."""
+    """Run a grid of traces and LSDM edits from a TOML file; a rerun resumes where it stopped.
+    With --ray, the cells run on Ray workers that each load the model once."""
 
+    options = _ray_options(ray, ray_address, workers)
     try:
-        result = run_sweep(config, out, progress=True)
+        if options:
+            result = run_sweep_ray(config, out, address=options["ray"],
+                                   workers=options["workers"], progress=True)
+        else:
+            result = run_sweep(config, out, progress=True)
     except InterpError as e:
         _fail(str(e))
     typer.echo(result.summary())

@@ -251,6 +251,8 @@ def test_the_in_repo_tiny_config_runs(tiny_llama, tmp_path):
     f = result.frame
     assert len(f) == 8 and (f["status"] == "done").all()
     assert f.loc[f.type == "edit", ["kl_after", "perplexity_after"]].notna().all().all()
+    # KL against the unedited model: the first edit cell too (its reference was once itself)
+    assert (f.loc[f.type == "edit", "kl_after"] > 0).all()
     swaps = f[f.corruption == "swap"]
     assert (swaps["n_prompts"] > 0).all()  # multi-token subjects are left out of swaps, counted
     assert (result.out / "config.toml").read_text() == \

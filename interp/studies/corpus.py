@@ -7,12 +7,14 @@ The corpus' female share of an occupation is female / (female + male) over all i
 
 A corpus is a list of shards: text files, JSONL files (optionally gzipped) with a `text` field
 per line (Dolma's layout), or a Hugging Face `datasets` directory (`save_to_disk`). Each shard
-is counted on its own; with `out=`, each shard's counts are written when it finishes, so a
-count that is killed resumes with the finished shards skipped.
+is counted on its own, in one process or as a Ray task (`ray=`, `interp corpus count --ray`)
+with the same result; with `out=`, each shard's counts are written when it finishes, so a count
+that is killed resumes with the finished shards skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -238,39 +240,92 @@ def _frame(counter: Counter, counts: np.ndarray) -> pd.DataFrame:
 
 def count_corpus(paths, *, window: str | int = "sentence", occupations=None,
                  out: str | Path | None = None, skip_bad: bool = False,
-                 progress: bool | None = None) -> CorpusCounts:
-    """Count the corpus single-process, shard by shard. out: a directory where each finished
-    shard's counts are kept (a rerun skips them). skip_bad: an unreadable shard is named in
-    `meta["skipped"]` and the rest still counted; otherwise it stops the count."""
+                 progress: bool | None = None, ray: bool | str | None = None,
+                 workers: int | None = None) -> CorpusCounts:
+    """Count the corpus shard by shard: in this process, or with `ray`, as one Ray task per
+    shard, with the same result.
+
+    out: a directory where each finished shard's counts are kept as it finishes (a rerun skips
+    them). skip_bad: an unreadable shard is named in `meta["skipped"]` and the rest still
+    counted; otherwise it stops the count. ray: True for a local Ray started here (`workers`
+    CPUs, default every core), or a cluster's address ("auto", "ray://host:10001"); a Ray this
+    process has already joined is used as it is. Ray workers read the shards by path and the
+    driver writes `out`, so on a cluster the shards must be at the same path on every node."""
     counter = Counter(occupations, window)
     shards = expand(paths if isinstance(paths, (list, tuple)) else [paths])
-    total, docs, chars, skipped, resumed = counter.empty(), 0, 0, [], 0
     done = Path(out) / "shards" if out is not None else None
     if done is not None:
         done.mkdir(parents=True, exist_ok=True)
-    show = progress if progress is not None else len(shards) > 1
-    for shard in tqdm(shards, desc="shards", unit="shard", disable=not show):
-        key = shard_key(shard, counter)
-        if done is not None and (done / f"{key}.json").exists():
-            saved = json.loads((done / f"{key}.json").read_text())
-            c, d, s = np.array(saved["counts"], dtype=np.int64), saved["docs"], saved["chars"]
-            resumed += 1
+    counted: dict[int, tuple] = {}  # shard index -> (counts, documents, characters)
+    todo = []
+    for i, shard in enumerate(shards):
+        kept = done / f"{shard_key(shard, counter)}.json" if done is not None else None
+        if kept is not None and kept.exists():
+            saved = json.loads(kept.read_text())
+            counted[i] = (np.array(saved["counts"], dtype=np.int64), saved["docs"],
+                          saved["chars"])
         else:
-            try:
-                c, d, s = count_shard(shard, counter)
-            except CorpusError as e:
+            todo.append((i, shard, kept))
+    resumed, skipped = len(counted), {}
+    show = progress if progress is not None else len(shards) > 1
+    if ray and todo:
+        outcomes = _count_ray(todo, counter, ray, workers)
+    else:
+        outcomes = _count_here(todo, counter)
+    with contextlib.closing(outcomes), tqdm(total=len(shards), initial=resumed, desc="shards",
+                                            unit="shard", disable=not show) as bar:
+        for (i, shard, kept), outcome in outcomes:
+            bar.update()
+            if isinstance(outcome, CorpusError):
                 if not skip_bad:
-                    raise CorpusError(f"{e} (pass skip_bad=True / --skip-bad to count the "
-                                      "other shards)") from e
-                skipped.append({"shard": str(shard), "error": str(e)})
+                    raise CorpusError(f"{outcome} (pass skip_bad=True / --skip-bad to count the "
+                                      "other shards)") from outcome
+                skipped[i] = {"shard": str(shard), "error": str(outcome)}
                 continue
-            if done is not None:
-                with atomic_path(done / f"{key}.json") as tmp:
+            c, d, s = counted[i] = outcome
+            if kept is not None:
+                with atomic_path(kept) as tmp:
                     tmp.write_text(json.dumps({"shard": str(shard), "counts": c.tolist(),
                                                "docs": d, "chars": s}))
+    total = counter.empty()
+    for c, _, _ in counted.values():
         total += c
-        docs += d
-        chars += s
-    meta = {"shards": [str(s) for s in shards], "n_shards": len(shards), "documents": docs,
-            "characters": chars, "window": window, "skipped": skipped, "resumed": resumed}
+    meta = {"shards": [str(s) for s in shards], "n_shards": len(shards),
+            "documents": sum(d for _, d, _ in counted.values()),
+            "characters": sum(s for _, _, s in counted.values()), "window": window,
+            "skipped": [skipped[i] for i in sorted(skipped)], "resumed": resumed}
     return CorpusCounts(_frame(counter, total), meta)
+
+
+def _count_here(todo, counter: Counter):
+    """(shard, counts or the CorpusError) for each shard, counted in this process in order."""
+    for item in todo:
+        yield item, _count_or_error(item[1], counter)
+
+
+def _count_or_error(path, counter: Counter):
+    # An unreadable shard is a value, not a raise: under Ray a raise would come back wrapped in
+    # a RayTaskError with the worker's traceback, and --skip-bad must see the plain message.
+    try:
+        return count_shard(path, counter)
+    except CorpusError as e:
+        return e
+
+
+def _count_ray(todo, counter: Counter, address, workers):
+    """As `_count_here`, as the shards' Ray tasks finish."""
+    from ..common.ray_pool import as_completed, parallelism, ray_session
+
+    with ray_session(address, workers) as ray:
+        shared = ray.put(counter)  # shipped once, not once per task
+        task = ray.remote(num_cpus=1)(_count_or_error)
+
+        def submit(item):
+            # Absolute: a worker's working directory is not the driver's.
+            return task.remote(str(Path(item[1]).resolve()), shared)
+
+        for item, outcome in as_completed(ray, submit, todo, parallelism(ray, workers)):
+            if isinstance(outcome, CorpusError):  # named as the caller named it, as in-process
+                outcome = CorpusError(str(outcome).replace(str(Path(item[1]).resolve()),
+                                                           str(item[1])))
+            yield item, outcome

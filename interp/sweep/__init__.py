@@ -2,6 +2,7 @@
 TOML file, resumable cell by cell.
 
     result = run_sweep("configs/sweep_example.toml")     # or a dict; out_dir= overrides `out`
+    result = run_sweep_ray("configs/sweep_example.toml")  # the same cells on Ray workers
     result.frame                                          # one row per cell: parameters, metrics
     print(result.summary())
     SweepResult.load("runs/sweep-example")
@@ -23,8 +24,9 @@ from .checks import SweepConfigError
 from .config import SweepConfig, lsdm_options, read_config, toml_dumps
 from .grid import Cell, grid
 from .results import SweepResult, write_results
+from .ray_run import run_sweep_ray
 from .run import build_prompt_set, compare, run_sweep, swappable, trace_metrics
 
 __all__ = ["Cell", "SweepConfig", "SweepConfigError", "SweepResult", "build_prompt_set",
-           "compare", "grid", "lsdm_options", "read_config", "run_sweep", "swappable",
-           "toml_dumps", "trace_metrics", "write_results"]
+           "compare", "grid", "lsdm_options", "read_config", "run_sweep", "run_sweep_ray",
+           "swappable", "toml_dumps", "trace_metrics", "write_results"]

@@ -35,7 +35,8 @@ def run_sweep(config, out_dir=None, *, model=None, progress: bool | None = None)
 
     config: a TOML path or a dict (see configs/sweep_example.toml). out_dir: overrides the
     config's `out`. model: an already loaded model to use instead of loading the config's (its
-    name goes into the cell ids). progress: False hides the progress bar over cells."""
+    name goes into the cell ids). progress: False hides the progress bar over cells.
+    `run_sweep_ray` runs the same cells on Ray workers."""
     cfg = read_config(config)
     out = _out_dir(cfg, out_dir)
     cells = grid(cfg, model.name if model is not None else None)
@@ -155,6 +156,10 @@ class _Run:
     def _edit(self, cell: Cell, directory: Path) -> dict:
         p = cell.params
         before = self.baseline()
+        if "kl" in self.cfg.edit["suites"]:
+            # Taken here, unedited: taken lazily under the edit below, the reference was the
+            # first edited model, whose KL then read 0.
+            self.reference()
         edit = fitting.lsdm(self.model, self.prompts(p["prompts"]), layers=p["layers"],
                             lam=p["lam"], seed=p["seed"], progress=False, **p["options"])
         edit.save(directory / "edit.safetensors")
