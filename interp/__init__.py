@@ -35,12 +35,14 @@ from .measure import capability, metrics, prompts, suites
 from .measure.bias import BiasReport, bias
 from .measure.evaluate import EvalReport, evaluate
 from .measure.prompts import Prompt, PromptSet
+from .mitigate.alignez import RepresentationEdit, alignez
 from .mitigate.dpo import dpo, preference_margins
 from .mitigate.edit import Edit, EditError
 from .mitigate.lsdm import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES, lsdm
 from .mitigate.verify import Verification, verify
 from .model.arch import Architecture
 from .model.load import Model, load_model
+from .studies.bbq import PersonaBias, persona_bias
 from .studies.reward import RewardAudit, reward_audit
 from .studies.stories import StoryConsistency, preference_pairs, story_consistency
 from .sweep import SweepResult, run_sweep
@@ -48,10 +50,12 @@ from .sweep import SweepResult, run_sweep
 __all__ = [
     "EDIT_TEMPLATES", "LAST_TOKEN_TEMPLATES", "Architecture", "BiasReport", "Edit", "EditError",
     "EmptyPromptSetError", "EvalReport", "ExportResult", "InterpError", "Model",
-    "ModelLoadError", "Prompt", "PromptSet", "RewardAudit", "StoryConsistency", "SweepResult",
+    "ModelLoadError", "PersonaBias", "Prompt", "PromptSet", "RepresentationEdit", "RewardAudit",
+    "StoryConsistency", "SweepResult",
     "TemplateError", "TokenizationError", "TraceComparison", "TraceResult", "TraceSpec",
-    "UnsupportedArchitectureError", "Verification", "__version__", "bias", "capability", "dpo",
-    "evaluate", "export", "load_model", "lsdm", "metrics", "preference_margins",
+    "UnsupportedArchitectureError", "Verification", "__version__", "alignez", "bias",
+    "capability", "dpo",
+    "evaluate", "export", "load_model", "lsdm", "metrics", "persona_bias", "preference_margins",
     "preference_pairs", "prompts", "reward_audit", "run_sweep", "save_figure",
     "story_consistency", "suites", "trace", "verify",
 ]

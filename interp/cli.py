@@ -386,6 +386,133 @@ def dpo(
     typer.echo(f"wrote {out / 'edit.safetensors'}")
 
 
+def _any_edit(path: Optional[Path]):
+    """An LSDM/DPO `Edit` file or a `RepresentationEdit` file, told apart by their metadata."""
+    from safetensors import safe_open
+
+    from .mitigate.alignez import RepresentationEdit
+
+    if path is None:
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            representation = "interp_representation_edit" in (f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for a bad file
+        _fail(f"cannot read the edit file {path}: {e}")
+    return RepresentationEdit.load(path) if representation else Edit.load(path)
+
+
+def _bbq_items(items: str, split: str):
+    from .studies import bbq_items as B
+
+    if split not in ("all", "train", "test"):
+        _fail(f"--split must be all, train or test, not {split!r}")
+    frame = B.resolve(items)
+    return frame if split == "all" else B.split(frame)[split == "test"]
+
+
+def _personas(personas: Optional[str]):
+    from .studies.bbq import DEFAULT_PERSONAS, PERSONAS
+
+    if personas is None:
+        return list(DEFAULT_PERSONAS)
+    if personas.strip() == "all":
+        return [p for p, _ in PERSONAS]
+    return [p.strip() for p in personas.split(",") if p.strip()]
+
+
+ItemsOpt = typer.Option("ours", help="ours (1,000 BBQ-format items of our own), or BBQ's "
+                                     "JSONL (context, question, ans0..ans2, label, "
+                                     "context_condition, question_polarity, answer_info, "
+                                     "additional_metadata).")
+PersonasOpt = typer.Option(None, help="Comma list of personas ('a woman,a Muslim person'), "
+                                      "or 'all' for our list; default: four, one each for "
+                                      "gender, race, religion and age.")
+
+
+@app.command()
+def persona(
+    model: Optional[str] = ModelOpt,
+    items: str = ItemsOpt,
+    split: str = typer.Option("all", help="all, or the train / test side of the split by "
+                                          "whole scenarios."),
+    personas: Optional[str] = PersonasOpt,
+    choices: bool = typer.Option(False, help="List the answer choices in the prompt."),
+    edit: Optional[Path] = typer.Option(None, help="An edit file (LSDM, DPO or AlignEZ) "
+                                                   "applied while answering."),
+    limit: Optional[int] = typer.Option(None, help="Answer at most N items (seeded sample)."),
+    seed: int = typer.Option(0, help="Sampling and bootstrap seed."),
+    out: Optional[Path] = typer.Option(None, help="Directory to save the result in."),
+):
+    """Persona bias on BBQ-format questions: accuracy, BBQ bias scores, TB, BAmt and PB without
+    a persona and with each persona instruction (answers by likelihood)."""
+    from .studies.bbq import persona_bias
+
+    m = _load(model)
+    try:
+        frame = _bbq_items(items, split)
+        if limit:
+            frame = frame.sample(n=min(limit, len(frame)), random_state=seed)
+        result = persona_bias(m, frame, _personas(personas), edit=_any_edit(edit),
+                              choices=choices, seed=seed, progress=True)
+    except InterpError as e:
+        _fail(str(e))
+    typer.echo(result.scores().round(3).to_string())
+    if out:
+        result.save(out)
+
+
+@app.command()
+def alignez(
+    model: Optional[str] = ModelOpt,
+    items: str = ItemsOpt,
+    layers: str = typer.Option(..., help="Comma list of layers to edit."),
+    site: str = typer.Option("resid", help="resid (AlignEZ's residual stream; a hook, not "
+                                           "exportable as weights), mlp or attn (folds into "
+                                           "the output projection)."),
+    k: int = typer.Option(1, help="Harmful directions per layer."),
+    alpha: float = typer.Option(1.0, help="How much of the harmful component to remove."),
+    beta: float = typer.Option(0.0, help="How much to amplify the helpful component."),
+    center: bool = typer.Option(False, help="Act about the mean helpful state (a hook only: "
+                                            "it does not fold into weights)."),
+    personas: Optional[str] = PersonasOpt,
+    limit: Optional[int] = typer.Option(None, help="Use at most N train and N test items."),
+    seed: int = typer.Option(0, help="Sampling and bootstrap seed."),
+    out: Path = typer.Option(Path("runs/alignez"), help="Directory for the edit files."),
+):
+    """AlignEZ representation edit: directions from the model's own biased and unbiased answers
+    on the train side of the BBQ items, then BBQ bias on the held-apart side before and after."""
+    from .mitigate.alignez import alignez as fit
+    from .studies import bbq
+
+    m = _load(model)
+    try:
+        train, test = (_bbq_items(items, s) for s in ("train", "test"))
+        if limit:
+            train, test = (f.sample(n=min(limit, len(f)), random_state=seed)
+                           for f in (train, test))
+        ps = _personas(personas)
+        seen = bbq.persona_bias(m, train, ps, seed=seed, progress=True)
+        helpful, harmful = bbq.contrasts(seen)
+        e = fit(m, helpful, harmful, layers=[int(x) for x in layers.split(",") if x.strip()],
+                k=k, alpha=alpha, beta=beta, site=site, center=center,
+                source="bbq train split")
+        before = bbq.persona_bias(m, test, ps, seed=seed, progress=True)
+        after = bbq.persona_bias(m, test, ps, edit=e, seed=seed, progress=True)
+    except InterpError as err:
+        _fail(str(err))
+    out.mkdir(parents=True, exist_ok=True)
+    e.save(out / "representation_edit.safetensors")
+    typer.echo(repr(e))
+    if site != "resid" and not center:
+        e.to_edit(m).save(out / "edit.safetensors")
+        typer.echo(f"folded into weights: {out / 'edit.safetensors'}")
+    cols = ["accuracy_ambig", "bias_ambig", "bias_disambig", "PB_ambig"]
+    typer.echo("held-apart items, before:\n" + before.scores()[cols].round(3).to_string())
+    typer.echo("after:\n" + after.scores()[cols].round(3).to_string())
+    typer.echo(f"wrote {out / 'representation_edit.safetensors'}")
+
+
 RayOpt = typer.Option(False, "--ray", help="Run on Ray: a local Ray started here (every core, "
                                            "or --workers), or the cluster at --ray-address. "
                                            "Needs pip install 'interp\\[ray]'.")

@@ -103,22 +103,83 @@ def continuation_token_logprobs(model, contexts: Sequence[Sequence[int]],
             keep_cache=True)
         first = runner.unembed(hidden[:, -1]).float().log_softmax(-1)
         pairs = [(r, j) for r, i in enumerate(group) for j in users[i]]
-        pairs.sort(key=lambda rj: len(continuations[rj[1]]))
-        for b in range(0, len(pairs), batch_size):
-            part = pairs[b: b + batch_size]
-            rows = torch.tensor([r for r, _ in part], device=dev)
-            conts = [list(continuations[j]) for _, j in part]
-            lp = [first[r, c[0]].item() if c else None for (r, _), c in zip(part, conts)]
-            longest = max(map(len, conts))
-            rest = np.zeros((len(part), max(longest - 1, 0)))
-            if longest > 1:
-                ids = pad_ids(model, [c[:-1] or [0] for c in conts])
-                h = runner.final_hidden(runner.embed_at(ids, n), 0,
-                                        prefix=kv_prefix(cache, rows, n))
-                logits = runner.unembed(h).float()
-                targets = pad_ids(model, [c[1:] or [0] for c in conts])
-                rest = (logits.gather(-1, targets[..., None])[..., 0]
-                        - logits.logsumexp(-1)).double().cpu().numpy()
-            for k, ((_, j), c) in enumerate(zip(part, conts)):
-                out[j] = np.array(([lp[k]] if c else []) + list(rest[k, : len(c) - 1]))
+        _continue(model, runner, cache, n, first, pairs, continuations, out, batch_size)
+    return out
+
+
+def _continue(model, runner, cache, n: int, first, pairs, continuations, out, batch_size: int):
+    """Score each (row, j): continuation j after row `row` of `cache` (n positions long), whose
+    next-token log-probabilities are `first[row]`; the result goes to out[j]."""
+    dev = model.device
+    pairs.sort(key=lambda rj: len(continuations[rj[1]]))
+    for b in range(0, len(pairs), batch_size):
+        part = pairs[b: b + batch_size]
+        rows = torch.tensor([r for r, _ in part], device=dev)
+        conts = [list(continuations[j]) for _, j in part]
+        lp = [first[r, c[0]].item() if c else None for (r, _), c in zip(part, conts)]
+        longest = max(map(len, conts))
+        rest = np.zeros((len(part), max(longest - 1, 0)))
+        if longest > 1:
+            ids = pad_ids(model, [c[:-1] or [0] for c in conts])
+            h = runner.final_hidden(runner.embed_at(ids, n), 0,
+                                    prefix=kv_prefix(cache, rows, n))
+            logits = runner.unembed(h).float()
+            targets = pad_ids(model, [c[1:] or [0] for c in conts])
+            rest = (logits.gather(-1, targets[..., None])[..., 0]
+                    - logits.logsumexp(-1)).double().cpu().numpy()
+        for k, ((_, j), c) in enumerate(zip(part, conts)):
+            out[j] = np.array(([lp[k]] if c else []) + list(rest[k, : len(c) - 1]))
+
+
+@torch.no_grad()
+def staged_continuation_token_logprobs(model, heads: Sequence[Sequence[int]],
+                                       tails: Sequence[Sequence[int]],
+                                       continuations: Sequence[Sequence[int]], *,
+                                       batch_size: int = 64,
+                                       progress: bool | None = None) -> list[np.ndarray]:
+    """`continuation_token_logprobs` for contexts head + tail that share heads (a passage
+    asked several questions): each distinct head runs once, each of its distinct tails from
+    the head's keys and values, and each continuation from the tail's. Heads and tails must not
+    be empty."""
+    if not len(heads) == len(tails) == len(continuations):
+        raise ValueError(f"{len(heads)} heads, {len(tails)} tails and {len(continuations)} "
+                         "continuations: pass one of each per query")
+    if any(len(h) == 0 for h in heads) or any(len(t) == 0 for t in tails):
+        raise ValueError("a head or a tail is empty: split each context into two non-empty parts")
+    runner = Runner(model)
+    dev = model.device
+    unique = list(dict.fromkeys(tuple(h) for h in heads))
+    owner = {h: i for i, h in enumerate(unique)}
+    queries: list[list[int]] = [[] for _ in unique]
+    for j, h in enumerate(heads):
+        queries[owner[tuple(h)]].append(j)
+    by_length: dict[int, list[int]] = {}
+    for i, h in enumerate(unique):
+        by_length.setdefault(len(h), []).append(i)
+    groups = [g[b: b + batch_size] for _, g in sorted(by_length.items())
+              for b in range(0, len(g), batch_size)]
+    out: list[np.ndarray | None] = [None] * len(heads)
+    for (group,) in batches(groups, 1, progress=progress, desc="continuations"):
+        n = len(unique[group[0]])
+        _, cache = runner.final_hidden(
+            runner.embed(torch.tensor([unique[i] for i in group], device=dev)), 0,
+            keep_cache=True)
+        users: dict[tuple, list[int]] = {}
+        for r, i in enumerate(group):
+            for j in queries[i]:
+                users.setdefault((r, tuple(tails[j])), []).append(j)
+        stems: dict[int, list[tuple]] = {}
+        for stem in users:
+            stems.setdefault(len(stem[1]), []).append(stem)
+        for m, same in sorted(stems.items()):
+            for b in range(0, len(same), batch_size):
+                part = same[b: b + batch_size]
+                rows = torch.tensor([r for r, _ in part], device=dev)
+                h, grown = runner.final_hidden(
+                    runner.embed_at(torch.tensor([t for _, t in part], device=dev), n), 0,
+                    prefix=kv_prefix(cache, rows, n), keep_cache=True)
+                first = runner.unembed(h[:, -1]).float().log_softmax(-1)
+                pairs = [(k, j) for k, stem in enumerate(part) for j in users[stem]]
+                _continue(model, runner, grown, n + m, first, pairs, continuations, out,
+                          batch_size)
     return out
