@@ -81,21 +81,12 @@ def continuation_token_logprobs(model, contexts: Sequence[Sequence[int]],
     empty."""
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
+    if any(len(c) == 0 for c in contexts):
+        raise ValueError("a context is empty: the first continuation token needs one")
     runner = Runner(model)
     dev = model.device
-    unique = list(dict.fromkeys(tuple(c) for c in contexts))
-    if any(len(c) == 0 for c in unique):
-        raise ValueError("a context is empty: the first continuation token needs one")
-    owner = {c: i for i, c in enumerate(unique)}
-    users = [[] for _ in unique]
-    for j, c in enumerate(contexts):
-        users[owner[tuple(c)]].append(j)
+    unique, users, groups = _distinct_by_length(contexts, batch_size)
     out: list[np.ndarray | None] = [None] * len(contexts)
-    by_length: dict[int, list[int]] = {}
-    for i, c in enumerate(unique):
-        by_length.setdefault(len(c), []).append(i)
-    groups = [g[b: b + batch_size] for _, g in sorted(by_length.items())
-              for b in range(0, len(g), batch_size)]
     for (group,) in batches(groups, 1, progress=progress, desc="continuations"):
         n = len(unique[group[0]])
         hidden, cache = runner.final_hidden(
@@ -105,6 +96,22 @@ def continuation_token_logprobs(model, contexts: Sequence[Sequence[int]],
         pairs = [(r, j) for r, i in enumerate(group) for j in users[i]]
         _continue(model, runner, cache, n, first, pairs, continuations, out, batch_size)
     return out
+
+
+def _distinct_by_length(seqs, batch_size: int):
+    """(distinct sequences, the indices into `seqs` of each one's copies, batches of distinct
+    sequences' indices): a batch holds sequences of one length, so it needs no padding."""
+    unique = list(dict.fromkeys(tuple(c) for c in seqs))
+    owner = {c: i for i, c in enumerate(unique)}
+    users: list[list[int]] = [[] for _ in unique]
+    for j, c in enumerate(seqs):
+        users[owner[tuple(c)]].append(j)
+    by_length: dict[int, list[int]] = {}
+    for i, c in enumerate(unique):
+        by_length.setdefault(len(c), []).append(i)
+    groups = [g[b: b + batch_size] for _, g in sorted(by_length.items())
+              for b in range(0, len(g), batch_size)]
+    return unique, users, groups
 
 
 def _continue(model, runner, cache, n: int, first, pairs, continuations, out, batch_size: int):
@@ -148,16 +155,7 @@ def staged_continuation_token_logprobs(model, heads: Sequence[Sequence[int]],
         raise ValueError("a head or a tail is empty: split each context into two non-empty parts")
     runner = Runner(model)
     dev = model.device
-    unique = list(dict.fromkeys(tuple(h) for h in heads))
-    owner = {h: i for i, h in enumerate(unique)}
-    queries: list[list[int]] = [[] for _ in unique]
-    for j, h in enumerate(heads):
-        queries[owner[tuple(h)]].append(j)
-    by_length: dict[int, list[int]] = {}
-    for i, h in enumerate(unique):
-        by_length.setdefault(len(h), []).append(i)
-    groups = [g[b: b + batch_size] for _, g in sorted(by_length.items())
-              for b in range(0, len(g), batch_size)]
+    unique, queries, groups = _distinct_by_length(heads, batch_size)
     out: list[np.ndarray | None] = [None] * len(heads)
     for (group,) in batches(groups, 1, progress=progress, desc="continuations"):
         n = len(unique[group[0]])

@@ -34,7 +34,7 @@ import pandas as pd
 from ..common.errors import InterpError
 from ..measure.suites.result import SuiteResult
 from ..measure.suites.stats import _put_stat
-from ..measure.suites.likelihood import _bos_prefix, _encode
+from ..measure.suites.likelihood import encode_continuations
 from ..model.forward import staged_continuation_token_logprobs
 from .bbq_items import CONDITIONS, resolve
 
@@ -82,11 +82,12 @@ def answer_logprobs(model, items: pd.DataFrame, persona: str | None = None, *,
     rows = items.to_dict("records")
     texts = [prompt(r, persona, choices=choices) for r in rows]
     heads = [t[: t.index(r["context"]) + len(r["context"])] for t, r in zip(texts, rows)]
-    tok = model.tokenizer
-    prefix = _bos_prefix(tok, None)
-    head_ids = [prefix + h for h in _encode(tok, heads)]
-    tail_ids = _encode(tok, [t[len(h):] for t, h in zip(texts, heads)])
-    answers = _encode(tok, [" " + r[f"ans{k}"] for r in rows for k in range(3)])
+    # the scorers' tokenization (BOS as the tokenizer adds it, continuations apart), with each
+    # question a continuation of its context and each answer one of the whole prompt
+    head_ids, answers = encode_continuations(model.tokenizer, heads,
+                                             [r[f"ans{k}"] for r in rows for k in range(3)])
+    _, tail_ids = encode_continuations(model.tokenizer, [], [t[len(h):] for t, h in
+                                                             zip(texts, heads)], sep="")
     lp = staged_continuation_token_logprobs(
         model, [h for h in head_ids for _ in range(3)], [t for t in tail_ids for _ in range(3)],
         answers, batch_size=batch_size, progress=progress)
