@@ -81,11 +81,7 @@ class RepresentationEdit(Reversible):
         return model.arch.hook(SITES[self.site], layer)
 
     def _put(self, model):
-        want = self.meta.get("fingerprint")
-        if want and want != model.fingerprint():
-            raise EditError(f"this representation edit was read from a model with fingerprint "
-                            f"{want}, not this one ({model.fingerprint()}): apply it to the "
-                            "model it was made for")
+        self.check_model(model)
         handles = []
         for layer in self.layers:
             V, u = self.directions[layer]

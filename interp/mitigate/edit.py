@@ -32,9 +32,19 @@ def forward_order(mlp_layers, attn_layers) -> list[tuple[str, int]]:
 class Reversible:
     """apply / revert / is_applied / applied for a change that is put on a model and taken off
     exactly, once per model at a time. A subclass says how: `_put(model)` makes the change and
-    returns what `_take(model, that)` needs to undo it; it keeps `_applied_to`, a dict field."""
+    returns what `_take(model, that)` needs to undo it; it keeps `_applied_to`, a dict field,
+    and `meta`, whose "fingerprint" `check_model` holds the model to."""
 
     _noun = "edit"
+
+    def check_model(self, model) -> None:
+        """The model must carry the weights this change was made from (`meta["fingerprint"]`)."""
+        want, have = self.meta.get("fingerprint"), model.fingerprint()
+        if want and want != have:
+            raise EditError(
+                f"this {self._noun} was fitted on a model with fingerprint {want}, but this model "
+                f"has {have}: apply it to the model it was made for (revert any other edit "
+                "first)")
 
     def apply(self, model):
         """Make the change on `model` in place; returns the model."""
@@ -104,12 +114,7 @@ class Edit(Reversible):
 
     def _put(self, model) -> dict:
         """Add the updates to the model's weights in place; returns the weights they replaced."""
-        want, have = self.meta.get("fingerprint"), model.fingerprint()
-        if want and want != have:
-            raise EditError(
-                f"this edit was fitted on a model with fingerprint {want}, but this model has "
-                f"{have}: apply it to the model it was made for (revert any other edit first)"
-            )
+        self.check_model(model)
         backup = {}
         with torch.no_grad():
             for component, layer in self.sites():
