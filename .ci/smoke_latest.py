@@ -32,6 +32,7 @@ VENV = ROOT / ".venv-latest"
 PY = VENV / "bin" / "python"
 LOCK = ROOT / "requirements.lock"
 PYTEST_CACHE = VENV / "pytest-cache"
+NEEDS_GB = 3.5  # the virtualenv (1.8 GB, torch 0.75 of it) and the test cache (1.4 GB)
 
 
 def say(msg: str = "") -> None:
@@ -44,7 +45,8 @@ def run(cmd, **kw) -> subprocess.CompletedProcess:
 
 
 def pip(*args: str) -> None:
-    run([PY, "-m", "pip", *args], check=True)
+    # No wheel cache: the second virtualenv is thrown away, and the disk is CI's narrowest part.
+    run([PY, "-m", "pip", *args, "--no-cache-dir"], check=True)
 
 
 def norm(name: str) -> str:
@@ -100,6 +102,11 @@ def vkey(v: str):
 
 def build(torch: str, bundled: str) -> None:
     shutil.rmtree(VENV, ignore_errors=True)
+    free = shutil.disk_usage(ROOT).free / 2**30
+    if free < NEEDS_GB:
+        raise SystemExit(f"smoke-latest needs about {NEEDS_GB} GB free for its virtualenv and "
+                         f"the model's converted weights; {free:.1f} GB is free under {ROOT}. "
+                         "Free some (old test caches in the temp folder, `make clean`) and rerun.")
     run([sys.executable, "-m", "venv", VENV], check=True)
     pip("install", "--quiet", f"torch=={torch}")
     constraint = VENV / "torch.txt"

@@ -6,8 +6,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # HTML figures only: a PNG costs seconds of kaleido where a Chromium is installed; test_figures
 # checks the PNG path on its own.
 os.environ["INTERP_PNG"] = "0"
-# Statistics caches go to a fresh folder, so tests never read a stale or a user's cache.
-os.environ["INTERP_CACHE"] = __import__("tempfile").mkdtemp(prefix="interp-test-cache-")
+# Statistics caches go to a fresh folder, so tests never read a stale or a user's cache. It holds
+# the bundled model's converted weights (over 1 GB), so it goes when the run ends: CI's disk is
+# shared with the smoke run's second virtualenv that comes after.
+_CACHE = __import__("tempfile").mkdtemp(prefix="interp-test-cache-")
+os.environ["INTERP_CACHE"] = _CACHE
+__import__("atexit").register(__import__("shutil").rmtree, _CACHE, ignore_errors=True)
 
 import pytest  # noqa: E402
 
