@@ -5,7 +5,8 @@ persona and with the first one.
 
 Sharing a context between its two questions pays only with enough items that many contexts
 have the same length (they are batched by length): on 100 items the staged scorer was slower
-(0.63×), on 1,000 faster.
+(0.63×), on 1,000 faster. For the same reason `persona_bias` scores all its conditions in one
+pass, which fills the batches; the script times one pass per condition against it too.
 
     python benchmarks/persona_speed.py               # ~11 min on 2 cores
     python benchmarks/persona_speed.py --items 200   # a quicker look
@@ -43,6 +44,13 @@ def main():
     print(f"{len(items)} items × {1 + len(personas)} conditions = {n_prompts} prompts: "
           f"{total:.0f} s ({total / 60:.1f} min; target < 10 min), "
           f"{n_prompts / total:.1f} prompts/s")
+
+    t = time.perf_counter()
+    for persona in (None, *personas):
+        bbq.answer_logprobs(model, items, persona, progress=False)
+    apart = time.perf_counter() - t
+    print(f"one pass per condition {apart:.0f} s against the pooled pass in persona_bias: "
+          f"{apart / total:.2f}× (the pooled time includes scoring)")
 
     for persona in (None, personas[0]):
         rows = items.to_dict("records")

@@ -109,6 +109,18 @@ def test_answers_are_the_likelihoods_a_plain_scorer_gives(tiny_llama, items):
                                                  abs=1e-4)
 
 
+def test_pooled_conditions_equal_one_pass_per_condition(tiny_llama, items):
+    """persona_bias answers every condition in one pass (fuller batches); the same numbers."""
+    f = B.frame(items[:8])
+    conditions = [None, "a woman", "an elderly person"]
+    pooled = bbq.conditions_logprobs(tiny_llama, f, conditions, progress=False)
+    assert pooled.shape == (3, len(f), 3)
+    for c, lp in zip(conditions, pooled):
+        np.testing.assert_allclose(lp, bbq.answer_logprobs(tiny_llama, f, c, progress=False),
+                                   atol=1e-4)
+    assert np.abs(pooled[0] - pooled[1]).max() > 1e-3  # the persona changes the answers
+
+
 def _answered(f: pd.DataFrame, preds, condition: str) -> pd.DataFrame:
     lp = np.full((len(f), 3), -5.0)
     lp[np.arange(len(f)), preds] = -1.0

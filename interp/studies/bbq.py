@@ -27,6 +27,7 @@ disambiguated), with 95% bootstrap CIs over items:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -79,19 +80,30 @@ def answer_logprobs(model, items: pd.DataFrame, persona: str | None = None, *,
     """log p(answer | prompt) per item and answer, (n, 3), summed over the answer's tokens.
     BBQ asks two questions of each context: the persona instruction and the context run once,
     each question from their keys and values, and the three answers from the question's."""
+    return conditions_logprobs(model, items, [persona], choices=choices, batch_size=batch_size,
+                               progress=progress)[0]
+
+
+def conditions_logprobs(model, items: pd.DataFrame, personas: Sequence[str | None], *,
+                        choices: bool = False, batch_size: int = 64,
+                        progress: bool | None = None) -> np.ndarray:
+    """`answer_logprobs` for each of `personas` (None: no persona), (len(personas), n, 3), in
+    one pass: contexts are batched by token length, and pooling the conditions fills the
+    batches (every persona's contexts are the same contexts shifted by its instruction)."""
     rows = items.to_dict("records")
-    texts = [prompt(r, persona, choices=choices) for r in rows]
-    heads = [t[: t.index(r["context"]) + len(r["context"])] for t, r in zip(texts, rows)]
+    texts = [prompt(r, persona, choices=choices) for persona in personas for r in rows]
+    every = rows * len(personas)
+    heads = [t[: t.index(r["context"]) + len(r["context"])] for t, r in zip(texts, every)]
     # the scorers' tokenization (BOS as the tokenizer adds it, continuations apart), with each
     # question a continuation of its context and each answer one of the whole prompt
     head_ids, answers = encode_continuations(model.tokenizer, heads,
-                                             [r[f"ans{k}"] for r in rows for k in range(3)])
+                                             [r[f"ans{k}"] for r in every for k in range(3)])
     _, tail_ids = encode_continuations(model.tokenizer, [], [t[len(h):] for t, h in
                                                              zip(texts, heads)], sep="")
     lp = staged_continuation_token_logprobs(
         model, [h for h in head_ids for _ in range(3)], [t for t in tail_ids for _ in range(3)],
         answers, batch_size=batch_size, progress=progress)
-    return np.array([a.sum() for a in lp]).reshape(len(rows), 3)
+    return np.array([a.sum() for a in lp]).reshape(len(personas), len(rows), 3)
 
 
 def check_personas(personas) -> list[str]:
@@ -149,12 +161,11 @@ def persona_bias(model, items="ours", personas=DEFAULT_PERSONAS, *, edit=None,
     while answering."""
     items = resolve(items)
     personas = check_personas(personas)
-    parts = []
     with (edit.applied(model) if edit is not None else contextlib.nullcontext()):
-        for persona in [None, *personas]:
-            lp = answer_logprobs(model, items, persona, choices=choices,
-                                 batch_size=batch_size, progress=progress)
-            parts.append(_answered(items, lp, persona or BASELINE))
+        conditions = [None, *personas]
+        lps = conditions_logprobs(model, items, conditions, choices=choices,
+                                  batch_size=batch_size, progress=progress)
+        parts = [_answered(items, lp, c or BASELINE) for c, lp in zip(conditions, lps)]
         fingerprint = model.fingerprint()
     frame = pd.concat(parts, ignore_index=True)
     scores, targets = score(frame, n_boot=n_boot, seed=seed)
