@@ -84,18 +84,23 @@ def continuation_token_logprobs(model, contexts: Sequence[Sequence[int]],
     if any(len(c) == 0 for c in contexts):
         raise ValueError("a context is empty: the first continuation token needs one")
     runner = Runner(model)
-    dev = model.device
-    unique, users, groups = _distinct_by_length(contexts, batch_size)
     out: list[np.ndarray | None] = [None] * len(contexts)
-    for (group,) in batches(groups, 1, progress=progress, desc="continuations"):
-        n = len(unique[group[0]])
-        hidden, cache = runner.final_hidden(
-            runner.embed(torch.tensor([unique[i] for i in group], device=dev)), 0,
-            keep_cache=True)
+    for users, n, hidden, cache in _run_distinct(model, runner, contexts, batch_size, progress):
         first = runner.unembed(hidden[:, -1]).float().log_softmax(-1)
-        pairs = [(r, j) for r, i in enumerate(group) for j in users[i]]
+        pairs = [(r, j) for r, js in enumerate(users) for j in js]
         _continue(model, runner, cache, n, first, pairs, continuations, out, batch_size)
     return out
+
+
+def _run_distinct(model, runner, seqs, batch_size: int, progress):
+    """Each distinct sequence of `seqs` run once, in batches of one length (no padding). Yields
+    per batch (for each row, the indices into `seqs` of that sequence's copies; the length;
+    the final hidden states; the keys and values)."""
+    unique, users, groups = _distinct_by_length(seqs, batch_size)
+    for (group,) in batches(groups, 1, progress=progress, desc="continuations"):
+        ids = torch.tensor([unique[i] for i in group], device=model.device)
+        hidden, cache = runner.final_hidden(runner.embed(ids), 0, keep_cache=True)
+        yield [users[i] for i in group], ids.shape[1], hidden, cache
 
 
 def _distinct_by_length(seqs, batch_size: int):
@@ -155,16 +160,11 @@ def staged_continuation_token_logprobs(model, heads: Sequence[Sequence[int]],
         raise ValueError("a head or a tail is empty: split each context into two non-empty parts")
     runner = Runner(model)
     dev = model.device
-    unique, queries, groups = _distinct_by_length(heads, batch_size)
     out: list[np.ndarray | None] = [None] * len(heads)
-    for (group,) in batches(groups, 1, progress=progress, desc="continuations"):
-        n = len(unique[group[0]])
-        _, cache = runner.final_hidden(
-            runner.embed(torch.tensor([unique[i] for i in group], device=dev)), 0,
-            keep_cache=True)
+    for queries, n, _, cache in _run_distinct(model, runner, heads, batch_size, progress):
         users: dict[tuple, list[int]] = {}
-        for r, i in enumerate(group):
-            for j in queries[i]:
+        for r, js in enumerate(queries):
+            for j in js:
                 users.setdefault((r, tuple(tails[j])), []).append(j)
         stems: dict[int, list[tuple]] = {}
         for stem in users:
