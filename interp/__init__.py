@@ -41,7 +41,7 @@ from .mitigate.edit import Edit, EditError
 from .mitigate.lsdm import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES, lsdm
 from .mitigate.verify import Verification, verify
 from .model.arch import Architecture
-from .model.load import Model, load_model
+from .model.load import Model, load_model, wrap
 from .studies.bbq import PersonaBias, persona_bias
 from .studies.reward import RewardAudit, reward_audit
 from .studies.stories import StoryConsistency, preference_pairs, story_consistency
@@ -57,7 +57,7 @@ __all__ = [
     "capability", "dpo",
     "evaluate", "export", "load_model", "lsdm", "metrics", "persona_bias", "preference_margins",
     "preference_pairs", "prompts", "reward_audit", "run_sweep", "save_figure",
-    "story_consistency", "suites", "trace", "verify",
+    "story_consistency", "suites", "trace", "verify", "wrap",
 ]
 
 # The measuring modules that were public before the stage folders keep their import paths

@@ -38,7 +38,7 @@ BUILTIN_SETS = ("train", "test", "all", "definitional", "definitional-train", "d
 
 ModelOpt = typer.Option(None, "--model", "-m",
                         help="Bundled model (default), a .gguf file, an HF directory or hub name, "
-                             "or tiny-llama / tiny-gpt2.")
+                             "or tiny-<model_type> (tiny-llama, tiny-gemma3_text, ...).")
 TemplatesOpt = typer.Option(None, help="Use only the first N built-in templates.")
 
 
@@ -109,7 +109,11 @@ def info(model: Optional[str] = ModelOpt,
     typer.echo(repr(m))
     typer.echo(f"source       {m.source}")
     typer.echo(f"fingerprint  {m.fingerprint()}")
-    typer.echo(f"tied embed.  {a.tied_embeddings}   gated MLP  {a.gated_mlp}")
+    typer.echo(f"tied embed.  {a.tied_embeddings}   gated MLP  {a.gated_mlp}   "
+               f"parallel blocks  {a.parallel}")
+    normed = ", ".join(f"{c} (through {n})" for c, n in a.post_norm.items())
+    typer.echo("outputs      " + (f"normed before the stream: {normed}" if normed
+                                  else "added to the stream as written"))
     for kind in ("resid", "mlp", "attn", "head", "mlp_key"):
         typer.echo(f"hook {kind:<8}{a.hook(kind, 0)}  (layer 0 of {a.n_layers})")
 

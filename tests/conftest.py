@@ -44,3 +44,18 @@ def tokenizer():
 def bundled():
     """The bundled SmolLM2-135M-Instruct, loaded once for the whole session."""
     return interp.load_model()
+
+
+_FAMILY_MODELS: dict = {}
+
+
+def _family_model(name):
+    if name not in _FAMILY_MODELS:
+        _FAMILY_MODELS[name] = interp.load_model(name)
+    return _FAMILY_MODELS[name]
+
+
+@pytest.fixture(params=__import__("interp.model.tiny", fromlist=["tiny_names"]).tiny_names())
+def tiny_family(request):
+    """A tiny random model of each supported family (loaded once per session)."""
+    return _family_model(request.param)

@@ -31,21 +31,22 @@ def test_a_dense_change_factors_exactly():
     assert torch.allclose(U.double() @ V.double().T, d, atol=1e-5)
 
 
-def test_ft_changes_only_its_weights_and_leaves_the_model_as_it_was(tiny_llama, fit_prompts):
-    before = {n: p.detach().clone() for n, p in tiny_llama.hf.named_parameters()}
-    flags = {n: p.requires_grad for n, p in tiny_llama.hf.named_parameters()}
-    edit = finetune(tiny_llama, fit_prompts, layers=[2], attn_layers=[3], steps=5, lr=1e-2,
+def test_ft_changes_only_its_weights_and_leaves_the_model_as_it_was(tiny, fit_prompts):
+    """On Llama's linears and GPT-2's Conv1D (stored transposed), alike."""
+    before = {n: p.detach().clone() for n, p in tiny.hf.named_parameters()}
+    flags = {n: p.requires_grad for n, p in tiny.hf.named_parameters()}
+    edit = finetune(tiny, fit_prompts, layers=[2], attn_layers=[3], steps=5, lr=1e-2,
                     progress=False)
-    after = dict(tiny_llama.hf.named_parameters())
+    after = dict(tiny.hf.named_parameters())
     assert all(torch.equal(before[n], p) for n, p in after.items())
     assert flags == {n: p.requires_grad for n, p in after.items()}
     assert edit.layers == [2] and edit.attn_layers == [3]
-    assert edit.meta["method"] == "ft" and edit.meta["fingerprint"] == tiny_llama.fingerprint()
-    with edit.applied(tiny_llama):
-        changed = {n for n, p in tiny_llama.hf.named_parameters() if not torch.equal(before[n], p)}
-    mlp = tiny_llama.arch.edit_weight(tiny_llama.bridge, "mlp", 2)
-    attn = tiny_llama.arch.edit_weight(tiny_llama.bridge, "attn", 3)
-    names = {n for n, p in tiny_llama.hf.named_parameters() if p is mlp or p is attn}
+    assert edit.meta["method"] == "ft" and edit.meta["fingerprint"] == tiny.fingerprint()
+    with edit.applied(tiny):
+        changed = {n for n, p in tiny.hf.named_parameters() if not torch.equal(before[n], p)}
+    mlp, _ = tiny.arch.edit_parameter(tiny.bridge, "mlp", 2)
+    attn, _ = tiny.arch.edit_parameter(tiny.bridge, "attn", 3)
+    names = {n for n, p in tiny.hf.named_parameters() if p is mlp or p is attn}
     assert changed == names and len(names) == 2
 
 

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, BertConfig, GPTNeoXConfig
+from transformers import AutoModelForCausalLM, BertConfig, BloomConfig
 
 import interp
 from interp.model.arch import Architecture
@@ -82,11 +82,10 @@ def test_hooks_and_their_errors(tiny_llama):
 def test_unknown_architecture_is_a_clear_error(tmp_path, tokenizer):
     with pytest.raises(interp.UnsupportedArchitectureError, match="'bert' is not supported"):
         Architecture.from_config(BertConfig())
-    config = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                           num_attention_heads=2, intermediate_size=64)
+    config = BloomConfig(vocab_size=len(tokenizer), hidden_size=32, n_layer=1, n_head=2)
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    with pytest.raises(interp.UnsupportedArchitectureError, match="gpt_neox"):
+    with pytest.raises(interp.UnsupportedArchitectureError, match="'bloom'.*gemma3_text"):
         interp.load_model(tmp_path)
 
 

@@ -25,20 +25,20 @@ def plain_hidden(model, ids):
         return model.hf.base_model(input_ids=torch.tensor(ids)).last_hidden_state
 
 
-def test_a_forward_through_the_bridge_fills_the_kv_cache(tiny):
-    body = tiny.hf.base_model
+def test_a_forward_through_the_bridge_fills_the_kv_cache(tiny_family):
+    body = tiny_family.hf.base_model
     cache = new_cache()
     with torch.no_grad():
         body(input_ids=torch.tensor(IDS), use_cache=True, **cache_kwargs(body, cache))
-    filled = [cache.get_seq_length(layer) for layer in range(tiny.arch.n_layers)]
-    assert filled == [len(IDS[0])] * tiny.arch.n_layers, changed(
+    filled = [cache.get_seq_length(layer) for layer in range(tiny_family.arch.n_layers)]
+    assert filled == [len(IDS[0])] * tiny_family.arch.n_layers, changed(
         f"a forward through the bridge's blocks left the KV cache at {filled} positions per "
         "layer: the cache no longer reaches the attention (transformers renamed the argument "
         "again, or TransformerLens's attention reads it under another name)")
 
 
-def test_a_forward_continues_from_a_kv_cache(tiny):
-    body = tiny.hf.base_model
+def test_a_forward_continues_from_a_kv_cache(tiny_family):
+    body = tiny_family.hf.base_model
     cache = new_cache()
     split = 4
     with torch.no_grad():
@@ -47,20 +47,23 @@ def test_a_forward_continues_from_a_kv_cache(tiny):
         tail = body(input_ids=torch.tensor([ids[split:] for ids in IDS]), use_cache=True,
                     position_ids=torch.arange(split, len(IDS[0]))[None],
                     **cache_kwargs(body, cache)).last_hidden_state
-    full = plain_hidden(tiny, IDS)[:, split:]
+    full = plain_hidden(tiny_family, IDS)[:, split:]
     assert torch.allclose(tail, full, atol=1e-5), changed(
         "continuing a forward from a KV cache no longer equals the full forward (max diff "
         f"{(tail - full).abs().max():.2e}): keys/values are not reused as before")
 
 
-def test_resuming_from_a_block_equals_the_full_forward(tiny):
+def test_resuming_from_a_block_equals_the_full_forward(tiny_family):
     """Runner runs the HF body over a slice of its block list, from the stream entering a
-    block: the layers must keep their own index and the body must run whatever list it has."""
-    runner = Runner(tiny)
+    block: the layers must keep their own index and the body must run whatever list it has; a
+    body whose blocks differ by kind (config.layer_types) must pick a block's kind by its
+    position in the list it runs (Runner cuts layer_types with the list)."""
+    runner = Runner(tiny_family)
     store = {}
-    k = 2
-    name = tiny.arch.hook("resid", k)
-    with torch.no_grad(), tiny.bridge.hooks(fwd_hooks=[(name, lambda a, hook: store.update(x=a))]):
+    k = 1  # Gemma 2/3's tiny models alternate sliding and full blocks: block 1 is a full one
+    name = tiny_family.arch.hook("resid", k)
+    keep = [(name, lambda a, hook: store.update(x=a))]
+    with torch.no_grad(), tiny_family.bridge.hooks(fwd_hooks=keep):
         full = runner.final_hidden(runner.embed(torch.tensor(IDS)), 0)
         resumed = runner.final_hidden(store["x"], k)
     assert torch.allclose(resumed, full, atol=1e-5), changed(
@@ -68,16 +71,16 @@ def test_resuming_from_a_block_equals_the_full_forward(tiny):
         f"(max diff {(resumed - full).abs().max():.2e}): how the body runs its block list changed")
 
 
-def test_a_cache_cut_to_rows_and_a_prefix_serves_a_resumed_forward(tiny):
+def test_a_cache_cut_to_rows_and_a_prefix_serves_a_resumed_forward(tiny_family):
     """kv_prefix uses only Cache's public methods (copy, batch_select_indices, crop)."""
-    runner = Runner(tiny)
+    runner = Runner(tiny_family)
     rows, p = torch.tensor([1, 0, 1]), 3
     with torch.no_grad():
         _, cache = runner.final_hidden(runner.embed(torch.tensor(IDS)), 0, keep_cache=True)
         prefix = kv_prefix(cache, rows, p)
         tails = torch.tensor([IDS[r][p:] for r in rows.tolist()])
         got = runner.final_hidden(runner.embed_at(tails, p), 0, prefix=prefix)
-    want = plain_hidden(tiny, [IDS[r] for r in rows.tolist()])[:, p:]
+    want = plain_hidden(tiny_family, [IDS[r] for r in rows.tolist()])[:, p:]
     assert cache.get_seq_length() == len(IDS[0]), changed("kv_prefix changed the cache it cut")
     assert torch.allclose(got, want, atol=1e-5), changed(
         "selecting rows of a KV cache (batch_select_indices) and cropping it (crop with a "
@@ -85,23 +88,23 @@ def test_a_cache_cut_to_rows_and_a_prefix_serves_a_resumed_forward(tiny):
 
 
 
-def test_a_forward_whose_batch_grows_at_a_block_equals_full_forwards(tiny):
+def test_a_forward_whose_batch_grows_at_a_block_equals_full_forwards(tiny_family):
     """The trace engine's shared forwards: a hook appends rows to the stream entering a block,
     the cache holds at each layer only the rows alive there (`cache.layers`,
     `batch_select_indices` per layer), and one (1, 1, q, kv) additive mask, which transformers
     takes as it is, serves every row."""
-    runner = Runner(tiny)
+    runner = Runner(tiny_family)
     joins, p = 2, 3
-    name = tiny.arch.hook("resid", joins)
+    name = tiny_family.arch.hook("resid", joins)
     store = {}
     with torch.no_grad():
-        with tiny.bridge.hooks(fwd_hooks=[(name, lambda a, hook: store.update(x=a))]):
+        with tiny_family.bridge.hooks(fwd_hooks=[(name, lambda a, hook: store.update(x=a))]):
             full, cache = runner.final_hidden(runner.embed(torch.tensor(IDS)), 0, keep_cache=True)
-        alive = [1 if layer < joins else 2 for layer in range(tiny.arch.n_layers)]
+        alive = [1 if layer < joins else 2 for layer in range(tiny_family.arch.n_layers)]
         prefix = kv_prefix(cache, torch.tensor([0, 1]), p, alive=alive)
         first = runner.embed_at(torch.tensor([IDS[0][p:]]), p)
         join = [(name, lambda a, hook: torch.cat([a, store["x"][1:, p:]]))]
-        with tiny.bridge.hooks(fwd_hooks=join):
+        with tiny_family.bridge.hooks(fwd_hooks=join):
             got = runner.final_hidden(first, 0, prefix=prefix, grows=True)
     assert got.shape[0] == 2 and torch.allclose(got, full[:, p:], atol=1e-5), changed(
         "a forward whose batch grows at a block (rows appended by a hook, a cache with "

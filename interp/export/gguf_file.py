@@ -20,13 +20,14 @@ from pathlib import Path
 import torch
 
 from ..common.errors import ModelLoadError
+from ..model.families import FAMILIES
 from ..model.load import bundled_gguf, bundled_tokenizer
 from .errors import ExportError, UnsupportedExportError
 from .tensors import plain_items
 
-# HF model types we can write as GGUF, and the llama.cpp architecture each becomes (llama.cpp
-# runs Mistral as llama: same tensors, same rotary layout).
-GGUF_ARCHITECTURES = {"llama": "llama", "mistral": "llama"}
+# HF model types we can write as GGUF, and the llama.cpp architecture each becomes: each
+# family's adapter says (llama.cpp runs Mistral as llama: same tensors, same rotary layout).
+GGUF_ARCHITECTURES = {mt: f.gguf for f in FAMILIES for mt in f.model_types if f.gguf}
 
 
 def _write_gguf(model, out: Path, dtype: str, meta: dict, edit, source: Path) -> dict[str, int]:
@@ -59,8 +60,8 @@ def _check_gguf_supported(model) -> None:
     if mt not in GGUF_ARCHITECTURES:
         raise UnsupportedExportError(
             f"GGUF export supports only these model types: {', '.join(GGUF_ARCHITECTURES)}; this "
-            f"model is {mt!r}. Export it with format='hf' or 'safetensors' instead (llama.cpp's "
-            "convert_hf_to_gguf.py can convert an 'hf' export)."
+            f"model is {mt!r}: export it with format='hf' or 'safetensors', which work for every "
+            "supported family (llama.cpp's convert_hf_to_gguf.py can convert an 'hf' export)."
         )
     rope = _rope_parameters(config)
     problems = []

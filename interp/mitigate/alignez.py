@@ -30,6 +30,7 @@ from ..common.errors import EmptyPromptSetError
 from ..common.io import atomic_path
 from ..model.runner import Runner, capture, pad_ids
 from .edit import Edit, EditError, Reversible
+from .norms import require_linear
 
 SITES = {"resid": "resid_post", "mlp": "mlp", "attn": "attn"}
 
@@ -122,6 +123,7 @@ class RepresentationEdit(Reversible):
                 "blocks below that layer read it unedited, so no single weight carries the change. "
                 "Fit it with site='mlp' or site='attn' to export it, or keep it as a hook "
                 "(RepresentationEdit.save)")
+        require_linear(model, [(self.site, l) for l in self.layers], "to_edit")
         factors = {}
         for layer in self.layers:
             V, u = (t.double() for t in self.directions[layer])

@@ -145,7 +145,9 @@ def trained_sites(model, layers, attn_layers, verb: str) -> list[tuple[str, int]
 def train_sites(model, sites, step, *, steps: int, lr: float, progress: bool, desc: str):
     """Adam on the weights of `sites` alone, `steps` times over `step()` -> (loss, the part
     to report). Returns each site's change and the losses; the model is left as it was."""
-    weights = {s: model.arch.edit_weight(model.bridge, *s) for s in sites}
+    # The parameters themselves (an optimizer cannot step GPT-2's transposed Conv1D view).
+    stored = {s: model.arch.edit_parameter(model.bridge, *s) for s in sites}
+    weights = {s: w for s, (w, _) in stored.items()}
     start = {s: w.detach().clone() for s, w in weights.items()}
     flags = {p: p.requires_grad for p in model.hf.parameters()}
     losses = []
@@ -162,6 +164,7 @@ def train_sites(model, sites, step, *, steps: int, lr: float, progress: bool, de
             opt.step()
             losses.append([float(loss.detach()), float(part.detach())])
         deltas = {s: (w.detach() - start[s]) for s, w in weights.items()}
+        deltas = {s: d.T if stored[s][1] else d for s, d in deltas.items()}  # (d_out, d_in)
     finally:
         with torch.no_grad():
             for s, w in weights.items():

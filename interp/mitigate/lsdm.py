@@ -31,6 +31,7 @@ from ..measure.prompts import TEMPLATES, PromptSet, definitional
 from ..model.forward import last_token_logprobs
 from .edit import Edit, EditError, forward_order
 from .keys import SITE_TOKEN, SubjectReader, check_site, generated_prefixes, versions
+from .norms import pre_norm_change
 from .solve import solve_update
 from .stats import key_second_moments
 from .targets import _pronoun_bias, optimise_targets
@@ -181,6 +182,11 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
     clock.lap("targets")
     key_name = {s: model.arch.key_hook(*s) for s in sites}
     out_name = model.arch.hook("resid_post", top)
+    # Where a component's output is normed before the stream (Gemma 2/3, OLMo 2), the change it
+    # must make in the stream is carried back through that norm to what the weight writes.
+    norms = {s: model.arch.out_norm(model.bridge, *s) for s in sites}
+    write_name = {s: model.arch.hook(f"{s[0]}_write", s[1]) for s in sites
+                  if norms[s] is not None}
     updates, backup = {"mlp": {}, "attn": {}}, {}
     reader = SubjectReader(model, v)
     if preserved is not None:
@@ -192,22 +198,37 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
             # layer updated last is as the previous pass kept it.
             resume = {"start": sites[i - 1][1] if i else 0, "stop": top + 1, "keep": layer}
             key = key_name[component, layer]
-            cur = reader.read([key, out_name], **resume)
+            names = [key, out_name, *([write_name[component, layer]]
+                                      if (component, layer) in write_name else [])]
+
+            def wanted(read, goal):
+                """The change of what the weight writes that moves the stream by this site's
+                share of (goal − now), through the site's output norm where it has one."""
+                r = (goal - read[out_name]).T / (len(sites) - i)
+                norm = norms[component, layer]
+                return r if norm is None else pre_norm_change(
+                    norm, read[write_name[component, layer]].T, r)
+
+            cur = reader.read(names, **resume)
+            if i == 0:
+                first_out = cur[out_name]
             K = cur[key].T
-            R = (targets - cur[out_name]).T / (len(sites) - i)
+            R = wanted(cur, targets)
             if preserved is not None:
-                more = preserved_reader.read([key, out_name], **resume)
+                more = preserved_reader.read(names, **resume)
                 if i == 0:  # nothing is updated yet: these are the outputs to keep
                     preserved_targets = more[out_name]
                 K = torch.cat([K, scale * more[key].T], 1)
-                R = torch.cat([R, scale * (preserved_targets - more[out_name]).T
-                               / (len(sites) - i)], 1)
+                R = torch.cat([R, scale * wanted(more, preserved_targets)], 1)
             U, V = solve_update(K, R, C[component, layer], lam)
             w = model.arch.edit_weight(model.bridge, component, layer)
             backup[component, layer] = w.detach().clone()
             with torch.no_grad():
                 w.add_((U @ V.T).to(w.dtype))
             updates[component][layer] = (U.float().cpu(), V.float().cpu())
+        # How much of the change the targets ask for at the top edited layer the updates make:
+        # the stream there now, from the stream the last pass kept.
+        reached = reader.read([out_name], start=sites[-1][1], stop=top + 1)[out_name]
         clock.lap("solve")
         # The fitted prompts as the edited model sees them, up to `MEASURED` of them evenly
         # spaced (a forward over thousands of prompts would be a fifth of the fit); their bias
@@ -223,6 +244,10 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
             for (component, layer), saved in backup.items():
                 model.arch.edit_weight(model.bridge, component, layer).copy_(saved)
     before = _pronoun_bias(target_report.pop("bare_unedited")[measured])
+    asked, made = targets - first_out, reached - first_out
+    size = asked.norm(dim=-1).clamp_min(1e-12)
+    along = (made * asked).sum(-1) / size ** 2
+    miss = (targets - reached).norm(dim=-1) / size
     meta = {
         "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
         "attn_layers": attn_layers, "sites_chosen": why, "lam": lam, "site": site,
@@ -233,6 +258,12 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
         "prompts": [{"text": p.text, "subject": p.subject} for p in prompts],
         "subjects": v.subjects,
         "targets": target_report, "stats_tokens": stats_tokens,
+        # How the stream at the top edited layer moved against the change the targets ask for
+        # there, per fitted prompt, as a share of that change: "along" its direction (1 =
+        # all of it made), and "miss" = |target − stream after| (0 = reached exactly; on a
+        # real model the updates also move the stream in directions the targets leave free).
+        "targets_reached": {"along": float(along.mean()), "miss": float(miss.mean()),
+                            "miss_max": float(miss.max())},
         "fitted_prompts": {k: {"before": before[k], "after": after[k]} for k in before},
         "fitted_prompts_measured": len(measured),
         "corpus": "neutral+samples" if corpus is None else "user",

@@ -31,9 +31,9 @@ import torch
 
 from ..measure.bias import measure
 from ..measure.prompts import PromptSet
-from ..model.runner import BLOCK_LISTS
 from .edit import Edit, EditError, Reversible, forward_order
 from .keys import SubjectReader, versions
+from .norms import require_linear
 
 
 def bias_directions(model, prompts: PromptSet, hooks: dict, ridge: float = 1e-3) -> dict:
@@ -69,6 +69,7 @@ def project(model, prompts: PromptSet, *, layers: Sequence[int],
     sites = forward_order(sorted(set(layers)), sorted(set(attn_layers)))
     if not sites:
         raise EditError("no layers to project: pass e.g. layers=[24, 25] or attn_layers=[26]")
+    require_linear(model, sites, "project")
     clock, fingerprint = time.perf_counter(), model.fingerprint()
     found = bias_directions(model, prompts, {s: model.arch.hook(*s) for s in sites})
     factors: dict[str, dict] = {"mlp": {}, "attn": {}}
@@ -113,7 +114,7 @@ class Steering(Reversible):
 
     def _put(self, model):
         """A forward pre-hook on the block: its handle undoes it."""
-        block = getattr(model.hf.base_model, BLOCK_LISTS[model.arch.family])[self.layer]
+        block = model.arch.blocks(model.hf)[self.layer]
         return block.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _take(self, model, handle) -> None:

@@ -1,21 +1,22 @@
-"""Architecture adapters: where each mediator lives in a supported model.
+"""Architecture: the shape and mediator locations of one loaded model, read through its family's
+adapter (`interp/model/families/`, one file per family).
 
-Later stages (tracing, editing, export) never guess module paths; they ask the adapter. Hook names
-come from TransformerBridge, which gives every supported architecture the same names.
+Later stages (tracing, editing, export) never guess module paths; they ask this object. Hook names
+come from TransformerBridge, which gives every supported architecture the same names: in every
+family `hook_mlp_out` / `hook_attn_out` are what the component adds to the residual stream
+(after its post-norm where it has one), and `mlp.out` / `attn.o` are the output projections an
+edit changes (tests/test_families.py checks both for every family).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..common.errors import InterpError, UnsupportedArchitectureError
-
-# HF `model_type`s whose module layout we know, grouped by family.
-LLAMA_FAMILY = ("llama", "mistral", "qwen2")
-GPT2_FAMILY = ("gpt2",)
+from .families import Family, family_of, known_model_types
 
 # Mediator kinds a trace can restore, and the bridge hook that carries each.
 HOOKS = {
@@ -25,6 +26,10 @@ HOOKS = {
     "attn": "blocks.{layer}.hook_attn_out",
     "head": "blocks.{layer}.attn.hook_z",  # per-head output before the output projection
     "mlp_key": "blocks.{layer}.mlp.out.hook_in",  # input of the MLP down projection (LSDM key)
+    # What the output projections write, before any post-norm (equal to hook_mlp_out /
+    # hook_attn_out in pre-norm families).
+    "mlp_write": "blocks.{layer}.mlp.out.hook_out",
+    "attn_write": "blocks.{layer}.attn.o.hook_out",
 }
 
 # Components an edit can change, each a linear map into the residual stream: the MLP down
@@ -48,46 +53,41 @@ class Architecture:
     vocab_size: int
     gated_mlp: bool
     tied_embeddings: bool
+    parallel: bool = False  # attention and MLP read the same input (GPT-J, GPT-NeoX)
+    adapter: Family = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config) -> "Architecture":
         """Read an HF config; raise `UnsupportedArchitectureError` for an unknown family."""
         mt = getattr(config, "model_type", None)
-        if mt in LLAMA_FAMILY:
-            n_heads = config.num_attention_heads
-            return cls(
-                family="llama",
-                model_type=mt,
-                n_layers=config.num_hidden_layers,
-                d_model=config.hidden_size,
-                d_mlp=config.intermediate_size,
-                n_heads=n_heads,
-                n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,
-                d_head=getattr(config, "head_dim", None) or config.hidden_size // n_heads,
-                vocab_size=config.vocab_size,
-                gated_mlp=True,
-                tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        adapter = family_of(mt)
+        if adapter is None:
+            raise UnsupportedArchitectureError(
+                f"architecture {mt!r} is not supported: interp knows where the MLP and attention "
+                f"live only for these model types: {', '.join(known_model_types())}. Use a model "
+                "of one of these families, or add an adapter for yours in interp/model/families/."
             )
-        if mt in GPT2_FAMILY:
-            return cls(
-                family="gpt2",
-                model_type=mt,
-                n_layers=config.n_layer,
-                d_model=config.n_embd,
-                d_mlp=config.n_inner or 4 * config.n_embd,
-                n_heads=config.n_head,
-                n_kv_heads=config.n_head,
-                d_head=config.n_embd // config.n_head,
-                vocab_size=config.vocab_size,
-                gated_mlp=False,
-                tied_embeddings=bool(getattr(config, "tie_word_embeddings", True)),
-            )
-        known = ", ".join(LLAMA_FAMILY + GPT2_FAMILY)
-        raise UnsupportedArchitectureError(
-            f"architecture {mt!r} is not supported: interp knows where the MLP and attention live "
-            f"only for these model types: {known}. Use a model of one of these families, or add "
-            "an adapter for yours in interp/model/arch.py."
-        )
+        return cls(family=adapter.name, model_type=mt, **adapter.sizes(config),
+                   gated_mlp=adapter.gated_mlp,
+                   tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+                   parallel=adapter.is_parallel(config), adapter=adapter)
+
+    @property
+    def post_norm(self) -> dict:
+        """{component: bridge name of the norm on its output} where outputs are normalised
+        before they join the stream (Gemma 2/3, OLMo 2); empty for pre-norm families."""
+        return dict(self.adapter.out_norms)
+
+    def blocks(self, hf) -> nn.ModuleList:
+        """The HF body's list of blocks (bridged modules: hooks on the bridge fire in them)."""
+        return getattr(hf.base_model, self.adapter.blocks)
+
+    def out_norm(self, bridge, component: str, layer: int) -> nn.Module | None:
+        """The norm `component`'s output passes at `layer` before the stream, or None."""
+        self.check_component(component)
+        self.check_layer(layer)
+        name = self.adapter.out_norms.get(component)
+        return None if name is None else getattr(bridge.blocks[layer], name).original_component
 
     def hook(self, kind: str, layer: int) -> str:
         """Bridge hook name of mediator `kind` at `layer`."""
@@ -135,6 +135,12 @@ class Architecture:
         module = self.out_proj(bridge, component, layer)
         # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out).
         return module.weight if isinstance(module, nn.Linear) else module.weight.T
+
+    def edit_parameter(self, bridge, component: str, layer: int) -> tuple[nn.Parameter, bool]:
+        """The parameter behind `edit_weight` (what an optimizer steps), and whether it is
+        stored transposed, (key width, d_model), as GPT-2's Conv1D stores it."""
+        module = self.out_proj(bridge, component, layer)
+        return module.weight, not isinstance(module, nn.Linear)
 
     def mlp_down_weight(self, bridge, layer: int) -> torch.Tensor:
         """The down-projection weight as a (d_model, d_mlp) view: W in `out = W @ key`.

