@@ -30,6 +30,7 @@ from ..measure.metrics import Candidates
 from ..measure.prompts import PromptSet
 from ..model.forward import batches
 from ..model.runner import Runner, pad_ids
+from ..model.tokens import windows
 from .edit import Edit, EditError, forward_order
 from .stats import neutral_text
 
@@ -64,8 +65,9 @@ class _Streams:
 
 
 def _neutral_chunks(model, length: int) -> list[list[int]]:
-    ids = model.tokenizer(neutral_text())["input_ids"]
-    return [ids[i: i + length] for i in range(0, len(ids) - length + 1, length)]
+    """Full windows of `length` tokens of the neutral text (each starts as the tokenizer starts
+    a text: Gemma's <bos>)."""
+    return [w for w in windows(model.tokenizer, neutral_text(), length) if len(w) == length]
 
 
 def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: Sequence[int] = (),

@@ -19,6 +19,7 @@ from ..common.errors import InterpError
 from ..common.io import atomic_path, cache_dir
 from ..model.forward import batches
 from ..model.runner import Runner, capture, device_rows, pad_ids
+from ..model.tokens import windows
 
 STARTERS = ("The", "In", "A", "It", "When", "Today", "There", "After", "Many", "This", "For",
             "Most")
@@ -114,9 +115,8 @@ def corpus_tokens(model, corpus, n_tokens: int, seed: int = 0,
         texts = [Path(c).read_text() if Path(str(c)).is_file() else str(c) for c in corpus]
         name = "texts"
     seqs = []
-    for t in texts:
-        ids = tok(t)["input_ids"]
-        seqs.extend(ids[i: i + seq_len] for i in range(0, len(ids), seq_len))
+    for t in texts:  # each window starts as the tokenizer starts a text (Gemma's <bos>)
+        seqs.extend(windows(tok, t, seq_len))
     have = sum(map(len, seqs))
     if corpus is None and have < n_tokens:
         seqs.extend(cached_samples(model, n_tokens - have, seed))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ...common.errors import EmptyPromptSetError, InterpError
 from ...common.io import atomic_path
 from ...model.forward import padded_logits
+from ...model.tokens import start_ids, windows
 from .result import CapabilityResult, _meta, _ratio_ci
 
 DEFAULT_TOP_K = 1024  # ~25 MB per reference on heldout.txt; see NextTokenLogprobs
@@ -28,13 +29,13 @@ def heldout_text() -> str:
 
 def text_chunks(model, text: str | None = None, *, seq_len: int = 128) -> list[list[int]]:
     """The text's tokens in consecutive, non-overlapping windows of `seq_len` (the last may be
-    shorter; a one-token remainder predicts nothing and is dropped)."""
-    if seq_len < 2:
+    shorter; a window that predicts nothing is dropped). Each window starts with what the
+    tokenizer puts in front of a text (Gemma's <bos>; nothing for SmolLM2), as context."""
+    if seq_len < 2 + len(start_ids(model.tokenizer)):
         raise InterpError(f"seq_len must be at least 2 (a window predicts its later tokens), "
                           f"not {seq_len}")
-    ids = model.tokenizer(heldout_text() if text is None else text)["input_ids"]
-    chunks = [ids[i:i + seq_len] for i in range(0, len(ids), seq_len)]
-    chunks = [c for c in chunks if len(c) >= 2]
+    chunks = windows(model.tokenizer, heldout_text() if text is None else text, seq_len)
+    chunks = [c for c in chunks if len(c) >= 2 + len(start_ids(model.tokenizer))]
     if not chunks:
         raise EmptyPromptSetError("the text is too short: it needs at least two tokens")
     return chunks
@@ -49,8 +50,8 @@ def chunk_logprobs(model, chunks: list[list[int]], *, batch_size: int = 8):
 def perplexity(model, text: str | None = None, *, seq_len: int = 128, batch_size: int = 8,
                n_boot: int = 1000, seed: int = 0) -> CapabilityResult:
     """exp(mean next-token NLL over every predicted token) of the held-out text (or `text`), cut
-    into windows of `seq_len`; each window's first token is context only (no BOS is added, as
-    the tokenizer adds none). The CI is the bootstrap CI over windows of the per-token mean NLL,
+    into windows of `seq_len`; each window's first token is context only (the start token where
+    the tokenizer adds one, else the window's first word piece). The CI is the bootstrap CI over windows of the per-token mean NLL,
     exponentiated."""
     chunks = text_chunks(model, text, seq_len=seq_len)
     nll = np.zeros(len(chunks))

@@ -18,6 +18,7 @@ import numpy as np
 
 from ...common.errors import TokenizationError
 from ...model.forward import padded_logits
+from ...model.tokens import start_ids
 from .errors import SuiteError
 from .result import _require_rows
 
@@ -33,8 +34,7 @@ def _bos_prefix(tokenizer, bos: bool | None) -> list[int]:
         return [bos_id]
     # bos=None: do what the tokenizer does by default, so the model sees the inputs it was trained
     # on (SmolLM2's BOS is a chat marker it does not add; prepending it would distort scores).
-    probe = tokenizer("a")["input_ids"]
-    return [bos_id] if bos_id is not None and probe[:1] == [bos_id] else []
+    return start_ids(tokenizer)
 
 
 def _encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
