@@ -12,6 +12,7 @@ import typer
 
 from .common.errors import InterpError
 from .common.figures import save_figure
+from .export.gguf_file import GGUF_ARCHITECTURES
 from .export.run import export
 from .locate.trace import trace as run_trace
 from .measure import prompts as P
@@ -51,9 +52,42 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+# Where and in what precision every command loads its model (the global options).
+DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
+_LOADING = {"device": None, "dtype": "f32"}
+
+
+@app.callback()
+def _options(
+    device: Optional[str] = typer.Option(None, help="Where to run: cpu, cuda, cuda:1, ... "
+                                         "(default: cuda when there is one, else cpu)."),
+    dtype: str = typer.Option("f32", help="Weights' precision: f32, bf16 or f16 (bf16/f16 "
+                              "halve the memory; results then differ in the 3rd digit)."),
+):
+    """Locate where a language model carries social bias and remove it."""
+    if dtype not in DTYPES:
+        _fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if device is not None:
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            _fail(f"--device {device!r} is not a device: use cpu, cuda or cuda:N")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            _fail(f"--device {device}: this machine has no CUDA GPU that torch can use; "
+                  "leave --device out to run on the CPU")
+        if dev.type not in ("cpu", "cuda"):
+            _fail(f"--device {device!r}: interp runs on cpu or cuda")
+    _LOADING.update(device=device, dtype=dtype)
+
+
 def _load(model: Optional[str]):
+    import torch
+
     try:
-        return load_model(model)
+        return load_model(model, device=_LOADING["device"],
+                          dtype=getattr(torch, DTYPES[_LOADING["dtype"]]))
     except InterpError as e:
         _fail(str(e))
 
@@ -715,18 +749,25 @@ def sweep(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Where results and exports go."),
-    figures: Path = typer.Option(Path("figures"), help="Where figures go."),
+    out: Optional[Path] = typer.Option(None, help="Where results and exports go (default "
+                                       "runs/demo, or runs/demo-MODEL for another model)."),
+    figures: Optional[Path] = typer.Option(None, help="Where figures go (default figures/, or "
+                                           "figures/MODEL/ for another model)."),
     trace_prompts: int = typer.Option(30, help="Train prompts to trace (seeded sample)."),
-    export_gguf: bool = typer.Option(True, help="Also export the edited model as GGUF."),
+    export_gguf: bool = typer.Option(True, help="Also export the edited model as GGUF, where "
+                                     "its family has a GGUF layout."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Another model than the "
-                                        "bundled one (tiny-llama runs every step in seconds)."),
+                                        "bundled one: gemma-3-270m, a path, or tiny-llama "
+                                        "(every step in seconds)."),
 ):
-    """The whole loop on the bundled model: trace train prompts, choose the edit's sites from
-    the trace, fit LSDM at the last token (MLP and attention), fit the paper's subject edit for
-    comparison, re-trace and evaluate before/after (bias on held-out sentence shapes first),
-    export, and write figures and a report."""
+    """The whole loop on the bundled model (or --model): trace train prompts, choose the edit's
+    sites from the trace, fit LSDM at the last token (MLP and attention), fit the paper's
+    subject edit for comparison, re-trace and evaluate before/after (bias on held-out sentence
+    shapes first), export, and write figures and a report."""
     start = time.time()
+    slug = None if model is None else Path(model).stem.replace(" ", "-")
+    out = out or Path("runs/demo" if slug is None else f"runs/demo-{slug}")
+    figures = figures or Path("figures" if slug is None else f"figures/{slug}")
 
     def step(name):
         typer.secho(f"\n[{time.time() - start:5.0f} s] {name}", bold=True, err=True)
@@ -765,9 +806,12 @@ def demo(
     exports = []
     with edit.applied(m):
         exports.append(export(m, out / "export" / "hf", "hf", edit=edit))
-        if export_gguf:
-            exports.append(export(m, out / "export" / "smollm2-135m-debiased.f16.gguf", "gguf",
-                                  dtype="f16", edit=edit))
+        if export_gguf and m.arch.model_type in GGUF_ARCHITECTURES:
+            exports.append(export(m, out / "export" / f"{slug or 'smollm2-135m'}-debiased.f16.gguf",
+                                  "gguf", dtype="f16", edit=edit))
+        elif export_gguf:
+            typer.echo(f"no GGUF export: interp writes GGUF for {', '.join(GGUF_ARCHITECTURES)}, "
+                       f"not {m.arch.model_type}")
     for r in exports:
         typer.echo(r.summary())
     step("figures and report")

@@ -88,3 +88,17 @@ def test_cli_audit_two_models_and_bad_input(tmp_path):
     assert len(saved.frame) == 60
     bad = CliRunner().invoke(app, ["audit", "--policy", "tiny-llama"])
     assert bad.exit_code == 2 and "--reference" in bad.output
+
+
+def test_cli_device_and_dtype_options(tmp_path):
+    """Where and in what precision the model loads, for every command; bad values are one line
+    and exit code 2 before anything loads."""
+    r = CliRunner().invoke(app, ["--dtype", "bf16", "info", "--model", "tiny-gemma3_text"])
+    assert r.exit_code == 0, r.output
+    assert "torch.bfloat16" in r.output and "normed before the stream" in r.output
+    for args, message in ((["--dtype", "f8"], "--dtype must be one of f32, bf16, f16"),
+                          (["--device", "meta"], "interp runs on cpu or cuda"),
+                          (["--device", "nonsense"], "is not a device")):
+        bad = CliRunner().invoke(app, [*args, "info", "--model", "tiny-llama"])
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+        assert "Traceback" not in bad.output and "Model(" not in bad.output

@@ -60,7 +60,7 @@ class Downstream:
                         self.runner.embed_at(tails, p), 0,
                         prefix=None if prefix is None else copy_cache(prefix), stop=layer + 1)
                 start = store["h"].detach()  # the stream entering block layer + 1
-                self.at_subject[g] = start[:, 0]
+                self.at_subject[g] = start[:, 0].float()
                 self.chunks.append((p, g, start[:, : width - p], prefix))
 
     def logits(self, row_delta: torch.Tensor, select=None):
