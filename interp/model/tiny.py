@@ -61,3 +61,31 @@ def tiny_model(model_type: str, tokenizer, seed: int, dtype):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+# Random-weight models with the shapes of ones researchers study (their weights cannot be
+# fetched here): for speed and memory benchmarks at scale, on a GPU or a CPU.
+LARGE = {
+    "llama-1b": ("llama", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                               num_attention_heads=32, num_key_value_heads=8,
+                               rope_theta=500000.0, max_position_embeddings=2048,
+                               tie_word_embeddings=True)),
+    "gemma3-1b": ("gemma3_text", dict(hidden_size=1152, intermediate_size=6912,
+                                      num_hidden_layers=26, num_attention_heads=4,
+                                      num_key_value_heads=1, head_dim=256,
+                                      sliding_window=512, max_position_embeddings=32768,
+                                      rope_theta=1000000.0, query_pre_attn_scalar=256)),
+}
+
+
+def large_model(name: str, tokenizer, dtype, seed: int = 0):
+    """A random model of one of the `LARGE` shapes with the tokenizer's vocabulary."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model_type, shape = LARGE[name]
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer),
+                                  bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, **shape)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -1,0 +1,133 @@
+"""The bundled SmolLM2-135M-Instruct and Gemma 3 270M side by side: the whole loop's numbers
+for each, and which of the LSDM paper's findings hold on each.
+
+For each model it reads the run `interp demo --model M` writes (runs/demo for the bundled
+model, runs/demo-gemma-3-270m for Gemma; the demo is run first when the folder has no
+verification), then prints one table:
+
+- bias on the held-out sentence shapes and the test occupations, unedited → edited;
+- capability: definitional accuracy, factual recall, perplexity; the edit's fit time;
+- the implicit-reward audit of the edit (misgendering items, seeded sample): the share of
+  items where the edit prefers the misgendering continuation more than the unedited model
+  does, and the misgendering rate unedited → edited;
+- the paper's findings, read off the demo's trace: where along the layers the MLP effect at the
+  occupation's last token sits (the paper: the bottom MLPs) and where the attention effect at
+  the prompt's last token sits (the paper: the top layers), as the share of each profile's
+  positive effect in the bottom / top third of the layers.
+
+Trace speed against TransformerLens is benchmarks/trace_speed.py (--model gemma-3-270m).
+
+    python benchmarks/two_models.py
+    python benchmarks/two_models.py --audit-items 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import interp  # noqa: E402
+from interp.mitigate.verify import Verification  # noqa: E402
+from interp.studies import audit_items  # noqa: E402
+
+MODELS = {"smollm2-135m-instruct": Path("runs/demo"), "gemma-3-270m": Path("runs/demo-gemma-3-270m")}
+
+BIAS = [("shapes.two_participants", "abs_logodds", "two participants |log-odds|"),
+        ("shapes.deep", "abs_logodds", "pronoun deep |log-odds|"),
+        ("shapes.object_possessive", "abs_logodds", "object/possessive |log-odds|"),
+        ("shapes.sentence_pairs", "pro_preferred", "sentence pairs: % stereotype preferred"),
+        ("occupations", "abs_logodds", "test occupations |log-odds|")]
+CAPABILITY = [("definitional", "accuracy", "definitional accuracy"),
+              ("facts", "accuracy", "factual recall"),
+              ("perplexity", "perplexity", "perplexity")]
+
+
+def ensure_run(spec: str, run: Path) -> float | None:
+    """Run the demo for `spec` unless its run folder holds a verification; its seconds."""
+    if (run / "verification" / "edit.json").exists():
+        return None
+    t = time.perf_counter()
+    cmd = [sys.executable, "-m", "interp.cli", "demo", "--out", str(run)]
+    if spec != "smollm2-135m-instruct":
+        cmd += ["--model", spec]
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t
+
+
+def change(before: float, after: float, metric: str) -> str:
+    if metric in ("pro_preferred", "accuracy"):
+        scale = 1 if metric == "pro_preferred" else 100
+        return f"{before * scale:.1f} → {after * scale:.1f} ({(after - before) * scale:+.1f} pt)"
+    return f"{before:.3g} → {after:.3g} ({(after - before) / abs(before):+.0%})"
+
+
+def thirds(profile: pd.Series, where: str) -> str:
+    """Share of the positive effect in the bottom or top third of the layers, and the peak."""
+    n = int(profile.index.max()) + 1
+    pos = profile.clip(lower=0)
+    total = float(pos.sum())
+    part = pos[pos.index < n / 3] if where == "bottom" else pos[pos.index >= 2 * n / 3]
+    share = float(part.sum()) / total if total > 0 else float("nan")
+    return f"{share:.0%} in the {where} third (peak layer {int(profile.idxmax())} of {n})"
+
+
+def audit(spec: str, edit, n_items: int) -> tuple[str, str]:
+    model = interp.load_model(spec)
+    items = audit_items.SETS["misgendering"]()
+    items = items.sample(n=min(n_items, len(items)), random_state=0)
+    t = time.perf_counter()
+    result = interp.reward_audit(model, model, items, edit=edit, progress=False)
+    s = result.summary
+    harmful = np.average([s["harmful_rate_tgnb"], s["harmful_rate_binary"]],
+                         weights=[s["n_tgnb"], s["n_binary"]])
+    rate = (f"{s['misgendering_rate_reference'] * 100:.1f}% → "
+            f"{s['misgendering_rate_policy'] * 100:.1f}%")
+    print(f"  audit of {spec}: {len(items)} misgendering items in {time.perf_counter() - t:.0f} s")
+    return f"{harmful:.0%} of {len(items)} items", rate
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--audit-items", type=int, default=1000, help="0 skips the audit")
+    args = ap.parse_args()
+    columns = {}
+    for spec in args.models.split(","):
+        run = MODELS.get(spec, Path(f"runs/demo-{Path(spec).stem}"))
+        seconds = ensure_run(spec, run)
+        if seconds is not None:
+            print(f"ran the demo for {spec} in {seconds:.0f} s")
+        v = Verification.load(run / "verification")
+        edit = interp.Edit.load(run / "edit.safetensors")
+        col = {}
+        for suite, metric, name in BIAS + CAPABILITY:
+            b, a = v.before.row(suite, metric), v.after.row(suite, metric)
+            col[name] = "—" if b is None or a is None else change(b.value, a.value, metric)
+        col["edit sites"] = f"MLP {edit.layers}, attention {edit.attn_layers}"
+        col["fit time"] = f"{sum(edit.meta['seconds'].values()):.0f} s"
+        located = v.before_trace
+        col["MLP at the occupation's last token"] = thirds(
+            located.layer_profile("mlp", "last subject token"), "bottom")
+        col["attention at the last token"] = thirds(
+            located.layer_profile("attn", "last token"), "top")
+        if args.audit_items:
+            col["audit: edit prefers misgendering"], col["misgendering rate"] = audit(
+                spec, edit, args.audit_items)
+        columns[spec] = col
+    table = pd.DataFrame(columns)
+    print("\n| | " + " | ".join(table.columns) + " |\n|---|" + "---|" * len(table.columns))
+    for name, row in table.iterrows():
+        print(f"| {name} | " + " | ".join(str(x) for x in row) + " |")
+
+
+if __name__ == "__main__":
+    main()
