@@ -9,7 +9,8 @@ verification), then prints one table:
 - capability: definitional accuracy, factual recall, perplexity; the edit's fit time;
 - the implicit-reward audit of the edit (misgendering items, seeded sample): the share of
   items where the edit prefers the misgendering continuation more than the unedited model
-  does, and the misgendering rate unedited → edited;
+  does, after a person declares he or she and after a person declares they or a neopronoun
+  (TGNB), and the likelihood misgendering rate unedited → edited;
 - the paper's findings, read off the demo's trace: where along the layers the MLP effect at the
   occupation's last token sits (the paper: the bottom MLPs) and where the attention effect at
   the prompt's last token sits (the paper: the top layers), as the share of each profile's
@@ -32,7 +33,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import interp  # noqa: E402
@@ -67,7 +67,9 @@ def change(before: float, after: float, metric: str) -> str:
     if metric in ("pro_preferred", "accuracy"):
         scale = 1 if metric == "pro_preferred" else 100
         return f"{before * scale:.1f} → {after * scale:.1f} ({(after - before) * scale:+.1f} pt)"
-    return f"{before:.3g} → {after:.3g} ({(after - before) / abs(before):+.0%})"
+    rel = (after - before) / abs(before)
+    return f"{before:.3g} → {after:.3g} ({rel:+.0%})" if abs(rel) >= 0.01 else \
+        f"{before:.4g} → {after:.4g} ({rel:+.1%})"
 
 
 def thirds(profile: pd.Series, where: str) -> str:
@@ -87,12 +89,11 @@ def audit(spec: str, edit, n_items: int) -> tuple[str, str]:
     t = time.perf_counter()
     result = interp.reward_audit(model, model, items, edit=edit, progress=False)
     s = result.summary
-    harmful = np.average([s["harmful_rate_tgnb"], s["harmful_rate_binary"]],
-                         weights=[s["n_tgnb"], s["n_binary"]])
     rate = (f"{s['misgendering_rate_reference'] * 100:.1f}% → "
             f"{s['misgendering_rate_policy'] * 100:.1f}%")
     print(f"  audit of {spec}: {len(items)} misgendering items in {time.perf_counter() - t:.0f} s")
-    return f"{harmful:.0%} of {len(items)} items", rate
+    return (f"{s['harmful_rate_binary']:.0%} / {s['harmful_rate_tgnb']:.0%} "
+            f"({len(items)} items)"), rate
 
 
 def main():
@@ -113,14 +114,18 @@ def main():
             b, a = v.before.row(suite, metric), v.after.row(suite, metric)
             col[name] = "—" if b is None or a is None else change(b.value, a.value, metric)
         col["edit sites"] = f"MLP {edit.layers}, attention {edit.attn_layers}"
-        col["fit time"] = f"{sum(edit.meta['seconds'].values()):.0f} s"
+        seconds = dict(edit.meta["seconds"])
+        stats = seconds.pop("statistics")  # a one-off per model, cached on disk by fingerprint
+        col["fit time, statistics cached"] = f"{sum(seconds.values()):.0f} s"
+        col["statistics pass (once per model)"] = f"{stats:.0f} s" if stats > 5 else "cached"
         located = v.before_trace
         col["MLP at the occupation's last token"] = thirds(
             located.layer_profile("mlp", "last subject token"), "bottom")
         col["attention at the last token"] = thirds(
             located.layer_profile("attn", "last token"), "top")
         if args.audit_items:
-            col["audit: edit prefers misgendering"], col["misgendering rate"] = audit(
+            (col["audit: edit prefers misgendering, he/she / TGNB declared"],
+             col["misgendering rate"]) = audit(
                 spec, edit, args.audit_items)
         columns[spec] = col
     table = pd.DataFrame(columns)

@@ -8,10 +8,10 @@ asserted on the 54 test occupations over all 18 templates. Measured when this wa
 definitional accuracy −1.0 point, facts −1.3 points, perplexity −0.1%, KL 0.0006 nats/token.
 The thresholds below leave room for numerical drift, not for a different result.
 
-The README's recipe fits every template (−73% on the test occupations, facts −0.9 points);
+docs/editing.md's recipe fits every template (−73% on the test occupations, facts −0.9 points);
 that full fit takes twice as long and is measured by benchmarks/edit_sites.py. The paper's edit
 at the subject (the default, `site="subject"`) does not reach these on this model (−11% on test
-occupations; README, benchmarks/edit_ceiling.py); notebooks 02 and 03 fit and check it on the
+occupations; docs/editing.md, benchmarks/edit_ceiling.py); notebooks 02 and 03 fit and check it on the
 bundled model, and the tiny-model tests check its solve.
 """
 

@@ -77,7 +77,7 @@ def dpo(model, preferences: pd.DataFrame, *, layers: Sequence[int],
     losses and the pairs in its provenance.
 
     lr: 3e-4 fits the story pairs' preferences (74% of them held after 3 epochs on the bundled
-    model); at 1e-4 the model instead drifted to one answer for every story (README)."""
+    model); at 1e-4 the model instead drifted to one answer for every story (docs/studies.md)."""
     missing = [c for c in PREFERENCE_COLUMNS if c not in preferences.columns]
     if missing:
         raise EditError(f"preference pairs need a column {missing[0]!r} "

@@ -12,7 +12,7 @@ in float64, with C = E[k kᵀ] over neutral text protecting everything else the 
 The default reads keys and sets targets at the prompt's last token (one per prompt), in the
 top MLPs and the attention layers among them that a trace finds strongest there, with the
 definitional prompts preserved: there the edit sees the whole prompt, so it reaches occupations
-and sentence shapes it was not fitted on far better (README, benchmarks/edit_sites.py).
+and sentence shapes it was not fitted on far better (docs/editing.md, benchmarks/edit_sites.py).
 site="subject" is the paper's LSDM: keys at the subject's last token, averaged over a few
 generated prefixes and the bare prompt, in the bottom MLPs.
 """
@@ -54,7 +54,7 @@ def last_token_sites(located, *, mlp_width: int = 6, n_attn: int = 2) -> tuple[l
 
     The top band rather than the trace's own MLP peak at the last token: on the bundled model
     the peak band (22–27, with attention 21 and 27) took 45% off the held-out sentence shapes'
-    bias, the top band with its strongest attention (24–29, 26–27) 59% (README, measured with
+    bias, the top band with its strongest attention (24–29, 26–27) 59% (docs/editing.md, measured with
     benchmarks/edit_sites.py)."""
     n = int(located.frame["layer"].max()) + 1
     mlp = list(range(max(0, n - mlp_width), n))
@@ -121,7 +121,7 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
          progress: bool | None = None) -> Edit:
     """Fit an LSDM edit that balances p(he) and p(she) on `prompts` (the model is left as it
     was; apply the returned `Edit` to change it). The defaults are the best recipe measured
-    (README, benchmarks/mitigations.py); `site="subject"` is the paper's method.
+    (docs/editing.md, benchmarks/mitigations.py); `site="subject"` is the paper's method.
 
     layers: MLP layers to edit, bottom first; None traces the prompts (MLP and attention) and
     takes `choose_sites`: for site "last", the top six MLPs and the two attention layers among

@@ -9,7 +9,7 @@ the prompts' signed log-odds y_i = log p(she) − log p(he), and erase it the wa
 
 leaves o with no covariance with y, changing it least in Σ's metric. Erasing along the bare
 covariance direction c instead (c cᵀ/|c|², as a first version did) mostly removed the
-high-variance dimensions c leans on and broke the model (README).
+high-variance dimensions c leans on and broke the model (docs/editing.md).
 
 - `project` replaces each located output map W by (I − c rᵀ) W: a rank-one `Edit` per site that
   applies, saves and exports like LSDM's. It is linear, so it erases rᵀo around 0 rather than

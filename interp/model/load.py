@@ -179,7 +179,11 @@ def wrap(hf, tokenizer, *, name: str | None = None, source: dict | None = None, 
     hf_keys = tuple(hf.state_dict().keys())
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    bridge = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tokenizer,
+    # The bridge maps the short alias "gemma-3-270m" to Google's hub name with a deprecation
+    # warning on every load; we hand it that hub name (it reads the config from hf_model, so
+    # nothing is fetched). Other names go through as they are.
+    boot_name = GEMMA_HUB_ID if name.lower() == GEMMA_NAME else name
+    bridge = TransformerBridge.boot_transformers(boot_name, hf_model=hf, tokenizer=tokenizer,
                                                  dtype=dtype)
     bridge.eval()
     return Model(bridge=bridge, tokenizer=tokenizer, arch=arch, name=name,

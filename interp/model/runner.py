@@ -151,14 +151,23 @@ def causal_mask(n: int, offset: int, dtype, device, windows: dict | None = None)
     return out
 
 
-def token_budget(model, fraction: float = 0.25, cpu_most: int = 8192) -> int:
-    """How many tokens one forward may hold: a `fraction` of the free memory of the model's
-    device over the activations a token keeps alive in a block (its stream, attention and
-    MLP intermediates, twice for the copies hooks make). On a CPU at most `cpu_most`: larger
-    matrices are no faster there, and they fall out of the caches."""
+def token_bytes(model) -> int:
+    """Bytes one token of a forward keeps alive (see `token_budget`)."""
     arch = model.arch
     size = next(model.hf.parameters()).element_size()
-    per_token = 2 * size * (8 * arch.d_model + 3 * arch.d_mlp)
+    return size * (2 * (8 * arch.d_model + 3 * arch.d_mlp)
+                   + 2 * arch.n_layers * arch.n_kv_heads * arch.d_head)
+
+
+def token_budget(model, fraction: float = 0.25, cpu_most: int = 8192) -> int:
+    """How many tokens one forward may hold: a `fraction` of the free memory of the model's
+    device over what a token keeps alive: the activations of the block running (its stream,
+    attention and MLP intermediates, twice for the copies hooks make) and its keys and values
+    in every layer. On a CPU at most `cpu_most`: larger matrices are no faster there, and they
+    fall out of the caches. benchmarks/large_models.py measures the estimate against a forward
+    (random Llama-3.2-1B shape: 1.23x more than the estimate before the keys and values
+    counted)."""
+    per_token = token_bytes(model)
     if model.device.type == "cuda":
         free = torch.cuda.mem_get_info(model.device)[0]
         return max(1, int(fraction * free / per_token))

@@ -48,11 +48,27 @@ class StoryError(InterpError):
     """A story file that does not match its format."""
 
 
+# GenMO's environments as its README names them; the published file also spells them with
+# padding (" Others ", " Family"), as "Others", or leaves one empty.
+GENMO_ENVIRONMENTS = ("Work", "Relationship", "Family", "Other")
+
+
+def _environment(value) -> str:
+    """A GenMO environment in its README spelling: padding dropped, "Others" -> "Other", an
+    empty value "Other"; a value outside the four is kept as written (stripped)."""
+    v = str(value).strip()
+    key = {e.lower(): e for e in GENMO_ENVIRONMENTS}
+    return key.get(v.lower(), key.get(v.lower().rstrip("s"), v)) if v else "Other"
+
+
 def genmo(path) -> pd.DataFrame:
-    """GenMO's dataset as published: a JSON list of objects with male_story, female_story,
-    environment and source (other fields are kept). Each object is its own template."""
+    """GenMO's dataset as published (divij30bajaj/GenMO, GenMO_dataset.json: a JSON list of 908
+    objects with male_story, female_story, environment and source; other fields are kept).
+    Each object is its own template. Stories lose their trailing whitespace (68 end in a space
+    or newline), environments take their README spelling (`_environment`; the file's own value
+    stays in `environment_raw`)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise StoryError(f"cannot read {path} as GenMO JSON: {e}") from e
     if not isinstance(data, list):
@@ -71,6 +87,10 @@ def genmo(path) -> pd.DataFrame:
     frame = pd.DataFrame(data)
     if frame.empty:
         raise EmptyPromptSetError(f"{path} holds no story pairs")
+    for story in ("male_story", "female_story"):
+        frame[story] = frame[story].astype(str).str.strip()
+    frame["environment_raw"] = frame["environment"]
+    frame["environment"] = frame["environment"].map(_environment)
     frame.insert(0, "pair_id", range(len(frame)))
     frame.insert(1, "template_id", range(len(frame)))
     return frame
@@ -226,7 +246,7 @@ def preference_pairs(report: StoryConsistency, balance: bool = False) -> pd.Data
     turn, so any first N rows are balanced too. With many more pairs choosing one answer, DPO
     learns that answer everywhere (bundled model, 4 name pairs: 72 "Both" against 38 "Moral"
     made it answer "Both" to every held-apart story). Balanced pairs keep the answer mix but
-    cut fewer mismatches, and can turn their direction (README); off by default, the setting
+    cut fewer mismatches, and can turn their direction (docs/studies.md); off by default, the setting
     that cut most on the full benchmark."""
     f = report.frame[report.frame.mismatch == 1]
     agreed = (_answers(_logps(f, "male")) + _answers(_logps(f, "female"))).argmax(1)
