@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from .common.errors import InterpError
+from . import command_inputs as check
+from .common.errors import InputError, InterpError
 from .common.figures import save_figure
 from .export.gguf_file import GGUF_ARCHITECTURES
 from .export.run import export
@@ -48,13 +49,13 @@ def prompts_option(default: str, help: str):
 
 
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    _say(message)
     raise typer.Exit(code=2)
 
 
 # Where and in what precision every command loads its model (the global options).
 DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
-_LOADING = {"device": None, "dtype": "f32"}
+_LOADING = {"device": None, "dtype": "f32", "debug": False}
 
 
 @app.callback()
@@ -63,8 +64,10 @@ def _options(
                                          "(default: cuda when there is one, else cpu)."),
     dtype: str = typer.Option("f32", help="Weights' precision: f32, bf16 or f16 (bf16/f16 "
                               "halve the memory; results then differ in the 3rd digit)."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error."),
 ):
     """Locate where a language model carries social bias and remove it."""
+    _LOADING["debug"] = debug
     if dtype not in DTYPES:
         _fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if device is not None:
@@ -83,6 +86,7 @@ def _options(
 
 
 def _load(model: Optional[str]):
+    """Load the model; every command checks its input (`_checked`) before it gets here."""
     import torch
 
     try:
@@ -90,6 +94,39 @@ def _load(model: Optional[str]):
                           dtype=getattr(torch, DTYPES[_LOADING["dtype"]]))
     except InterpError as e:
         _fail(str(e))
+
+
+def _checked(fn, *args, **kw):
+    """Run an input check (`interp.command_inputs`); a complaint becomes one line and exit 2."""
+    try:
+        return fn(*args, **kw)
+    except InterpError as e:
+        _fail(str(e))
+
+
+def _matching(m, edit_path: Optional[Path], representation_ok: bool = False):
+    """The edit file loaded and held to the loaded model's exact weights (its fingerprint),
+    right after the load and before any compute."""
+    from .mitigate.alignez import RepresentationEdit
+
+    if edit_path is None:
+        return None
+    try:
+        kind = check.edit_file(edit_path, m.arch, representation_ok=representation_ok)
+        e = (RepresentationEdit if kind == "representation" else Edit).load(edit_path)
+        e.check_model(m)
+    except InterpError as err:
+        _fail(f"{edit_path}: {err}" if str(edit_path) not in str(err) else str(err))
+    return e
+
+
+def _check_prompt_options(prompts: str, templates: Optional[int], *, one: bool = False,
+                          option: str = "--prompts") -> None:
+    check.prompt_sets(prompts, one=one, option=option)
+    check.at_least(templates, 1, "--templates")
+    if templates is not None and templates > len(P.TEMPLATES):
+        raise InputError(f"--templates {templates}: there are {len(P.TEMPLATES)} built-in "
+                         "templates")
 
 
 def build_prompt_sets(model, names: str, templates: Optional[int] = None) -> dict:
@@ -137,6 +174,7 @@ def info(model: Optional[str] = ModelOpt,
                     "installs the tested versions of requirements.lock.", fg=typer.colors.YELLOW)
     if versions:
         return
+    _checked(check.model, model)
     typer.echo("")
     m = _load(model)
     a = m.arch
@@ -164,6 +202,9 @@ def bias(
 ):
     """Print bias scores of a model on prompt sets as a table."""
 
+    _checked(_check_prompt_options, prompts, templates)
+    _checked(check.at_least, batch_size, 1, "--batch-size")
+    _checked(check.model, model)
     m = _load(model)
     try:
         report = measure_bias(m, build_prompt_sets(m, prompts, templates), batch_size=batch_size)
@@ -199,10 +240,22 @@ def trace(
 ):
     """Causal tracing: restore each site's clean activation into the corrupted run."""
 
+    from .locate.spec import KINDS, METHODS
+    from .sweep.config import CORRUPTIONS, METRICS
+
+    _checked(_check_prompt_options, prompts, templates, one=True)
+    _checked(check.choices, kinds, KINDS, "--kinds")
+    _checked(check.choice, corruption, CORRUPTIONS, "--corruption")
+    _checked(check.choice, metric, METRICS, "--metric")
+    _checked(check.choice, method, METHODS, "--method")
+    for value, option in ((window, "--window"), (samples, "--samples"), (limit, "--limit"),
+                          (batch_size, "--batch-size")):
+        _checked(check.at_least, value, 1, option)
+    arch = _checked(check.model, model)
+    if window > arch.n_layers:
+        _fail(f"--window {window} is wider than the model ({arch.n_layers} layers)")
     m = _load(model)
     sets = build_prompt_sets(m, prompts, templates)
-    if len(sets) != 1:
-        _fail("trace takes one prompt set")
     ps = pick(next(iter(sets.values())), limit, seed)
     typer.echo(f"tracing {len(ps)} prompts of {ps.name!r} on {m.name} ...", err=True)
     try:
@@ -250,18 +303,30 @@ def evaluate(
 ):
     """Bias and capability suites, each number with its 95% interval."""
 
-    m = _load(model)
+    from .measure.evaluate import DEFAULT_SUITES
+    from .measure.suites.run import SUITES
+
     names = [s.strip() for s in suites.split(",") if s.strip()]
     files = _suite_files(winobias, winogender, crows_pairs, stereoset)
+    if names:
+        _checked(check.choices, suites, DEFAULT_SUITES, "--suites")
+    elif not files:
+        _fail("nothing to evaluate: name --suites or give a benchmark file (--winobias ...)")
+    for name, path in files.items():
+        _checked(check.file, path, f"{name} data", directory_ok=True)
+        _checked(check.loaded, SUITES[name][0], path)
+    arch = _checked(check.model, model)
+    _checked(check.edit_file, edit, arch)
+    m = _load(model)
+    e = _matching(m, edit)
     try:
         before = run_eval(m, names, files=files, progress=True)
-        if edit is None:
+        if e is None:
             typer.echo(before.table())
             if out:
                 before.save(out)
             return
 
-        e = Edit.load(edit)
         reference = next_token_logprobs(m)
         with e.applied(m):
             after = run_eval(m, [*names, "kl"], files=files, reference=reference, progress=True)
@@ -297,16 +362,29 @@ def audit(
     from .studies import audit_items
     from .studies.reward import reward_audit
 
-    pol = _load(policy)
     if reference is None and edit is None:
         _fail("give --reference, or --edit to audit an edit against the unedited model")
+    if tango and items in ("disclosure", "misgendering"):
+        _fail(f"--tango reads TANGO's misgendering CSV: give its path as --items, not {items!r}")
+    if not tango and items not in ("disclosure", "misgendering"):
+        _checked(check.file, items, "audit items CSV")
+    elif tango:
+        _checked(check.file, items, "TANGO misgendering CSV")
+    frame = _checked(check.loaded, audit_items.misgendering if tango else audit_items.resolve,
+                     items)
+    _checked(check.positive, beta, "--beta")
+    _checked(check.at_least, limit, 1, "--limit")
+    arch = _checked(check.model, policy)
+    if reference is not None:
+        _checked(check.model, reference)
+    _checked(check.edit_file, edit, arch)
+    pol = _load(policy)
+    e = _matching(pol, edit)
     ref = pol if reference is None else _load(reference)
     try:
-        frame = audit_items.misgendering(items) if tango else audit_items.resolve(items)
         if limit:
             frame = frame.sample(n=min(limit, len(frame)), random_state=seed)
-        result = reward_audit(pol, ref, frame, beta=beta, seed=seed, progress=True,
-                              edit=None if edit is None else Edit.load(edit))
+        result = reward_audit(pol, ref, frame, beta=beta, seed=seed, progress=True, edit=e)
     except InterpError as e:
         _fail(str(e))
     typer.echo(result.table())
@@ -315,21 +393,13 @@ def audit(
         result.save(out)
 
 
-def _read_csv(path: Path):
-    import pandas as pd
-
-    try:
-        return pd.read_csv(path, keep_default_na=False)
-    except (OSError, ValueError) as e:
-        _fail(f"cannot read {path} as a CSV: {e}")
-
-
 def _story_pairs(pairs: str, split: str):
     from .studies import stories as S
 
-    if split not in ("all", "train", "test"):
-        _fail(f"--split must be all, train or test, not {split!r}")
-    frame = S.resolve(pairs)
+    _checked(check.choice, split, ("all", "train", "test"), "--split")
+    if pairs != "ours":
+        _checked(check.file, pairs, "GenMO story-pairs JSON")
+    frame = _checked(check.loaded, S.resolve, pairs)
     return frame if split == "all" else S.split(frame)[split == "test"]
 
 
@@ -351,13 +421,16 @@ def stories(
 
     from .studies.stories import story_consistency
 
+    frame = _story_pairs(pairs, split)
+    _checked(check.at_least, limit, 1, "--limit")
+    arch = _checked(check.model, model)
+    _checked(check.edit_file, edit, arch)
     m = _load(model)
+    e = _matching(m, edit)
     try:
-        frame = _story_pairs(pairs, split)
         if limit:
             frame = frame.sample(n=min(limit, len(frame)), random_state=seed)
-        result = story_consistency(m, frame, seed=seed, progress=True,
-                                   edit=None if edit is None else Edit.load(edit))
+        result = story_consistency(m, frame, seed=seed, progress=True, edit=e)
     except InterpError as e:
         _fail(str(e))
     typer.echo(result.table())
@@ -392,18 +465,26 @@ def dpo(
     from .mitigate.dpo import dpo as run_dpo
     from .studies import stories as S
 
+    train, test = _story_pairs(pairs, "train"), _story_pairs(pairs, "test")
+    if preferences is not None:
+        given = _checked(check.csv_columns, preferences, ("prompt", "chosen", "rejected"),
+                         "preference pairs")
+    _checked(check.at_least, limit, 1, "--limit")
+    _checked(check.at_least, epochs, 1, "--epochs")
+    _checked(check.positive, beta, "--beta")
+    _checked(check.positive, lr, "--lr")
+    arch = _checked(check.model, model)
+    chosen = _checked(check.layers, layers, arch, "--layers")
+    attn = _checked(check.layers, attn_layers, arch, "--attn-layers") or []
     m = _load(model)
     try:
-        train, test = _story_pairs(pairs, "train"), _story_pairs(pairs, "test")
         if preferences is None:
             judged = S.story_consistency(m, train, seed=seed, progress=True)
             prefs = S.preference_pairs(judged).iloc[:limit]
             typer.echo(f"{judged.summary['n_mismatches']} of {len(train)} train story pairs "
                        f"mismatch: training on {len(prefs)} preference pairs", err=True)
         else:
-            prefs = _read_csv(preferences).iloc[:limit]
-        chosen = [int(x) for x in layers.split(",")] if layers else None
-        attn = [int(x) for x in attn_layers.split(",")] if attn_layers else []
+            prefs = given.iloc[:limit]
         if chosen is None:
             located = run_trace(m, pick(P.professions(m, "train"), 40, seed),
                                 kinds=("mlp", "attn"), samples=3, seed=seed, progress=True)
@@ -424,28 +505,13 @@ def dpo(
     typer.echo(f"wrote {out / 'edit.safetensors'}")
 
 
-def _any_edit(path: Optional[Path]):
-    """An LSDM/DPO `Edit` file or a `RepresentationEdit` file, told apart by their metadata."""
-    from safetensors import safe_open
-
-    from .mitigate.alignez import RepresentationEdit
-
-    if path is None:
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            representation = "interp_representation_edit" in (f.metadata() or {})
-    except Exception as e:  # safetensors raises its own error types for a bad file
-        _fail(f"cannot read the edit file {path}: {e}")
-    return RepresentationEdit.load(path) if representation else Edit.load(path)
-
-
 def _bbq_items(items: str, split: str):
     from .studies import bbq_items as B
 
-    if split not in ("all", "train", "test"):
-        _fail(f"--split must be all, train or test, not {split!r}")
-    frame = B.resolve(items)
+    _checked(check.choice, split, ("all", "train", "test"), "--split")
+    if items != "ours":
+        _checked(check.file, items, "BBQ items JSONL")
+    frame = _checked(check.loaded, B.resolve, items)
     return frame if split == "all" else B.split(frame)[split == "test"]
 
 
@@ -456,7 +522,10 @@ def _personas(personas: Optional[str]):
         return list(DEFAULT_PERSONAS)
     if personas.strip() == "all":
         return [p for p, _ in PERSONAS]
-    return [p.strip() for p in personas.split(",") if p.strip()]
+    chosen = [p.strip() for p in personas.split(",") if p.strip()]
+    if not chosen:
+        _fail("--personas is empty: give a comma list such as 'a woman,a Muslim person', or all")
+    return chosen
 
 
 ItemsOpt = typer.Option("ours", help="ours (1,000 BBQ-format items of our own), or BBQ's "
@@ -486,13 +555,18 @@ def persona(
     a persona and with each persona instruction (answers by likelihood)."""
     from .studies.bbq import persona_bias
 
+    frame = _bbq_items(items, split)
+    chosen = _personas(personas)
+    _checked(check.at_least, limit, 1, "--limit")
+    arch = _checked(check.model, model)
+    _checked(check.edit_file, edit, arch, representation_ok=True)
     m = _load(model)
+    e = _matching(m, edit, representation_ok=True)
     try:
-        frame = _bbq_items(items, split)
         if limit:
             frame = frame.sample(n=min(limit, len(frame)), random_state=seed)
-        result = persona_bias(m, frame, _personas(personas), edit=_any_edit(edit),
-                              choices=choices, seed=seed, progress=True)
+        result = persona_bias(m, frame, chosen, edit=e, choices=choices, seed=seed,
+                              progress=True)
     except InterpError as e:
         _fail(str(e))
     typer.echo(result.scores().round(3).to_string())
@@ -520,19 +594,25 @@ def alignez(
 ):
     """AlignEZ representation edit: directions from the model's own biased and unbiased answers
     on the train side of the BBQ items, then BBQ bias on the held-apart side before and after."""
+    from .mitigate.alignez import SITES
     from .mitigate.alignez import alignez as fit
     from .studies import bbq
 
+    train, test = (_bbq_items(items, s) for s in ("train", "test"))
+    _checked(check.choice, site, SITES, "--site")
+    _checked(check.at_least, k, 1, "--k")
+    _checked(check.at_least, limit, 1, "--limit")
+    ps = _personas(personas)
+    arch = _checked(check.model, model)
+    chosen = _checked(check.layers, layers, arch, "--layers")
     m = _load(model)
     try:
-        train, test = (_bbq_items(items, s) for s in ("train", "test"))
         if limit:
             train, test = (f.sample(n=min(limit, len(f)), random_state=seed)
                            for f in (train, test))
-        ps = _personas(personas)
         seen = bbq.persona_bias(m, train, ps, seed=seed, progress=True)
         helpful, harmful = bbq.contrasts(seen)
-        e = fit(m, helpful, harmful, layers=[int(x) for x in layers.split(",") if x.strip()],
+        e = fit(m, helpful, harmful, layers=chosen,
                 k=k, alpha=alpha, beta=beta, site=site, center=center,
                 source="bbq train split")
         before = bbq.persona_bias(m, test, ps, seed=seed, progress=True)
@@ -621,11 +701,16 @@ def corpus_compare(
     """Correlate the corpus' female share per occupation with the model's p(she) share, and fit
     the amplification slope (model against corpus)."""
 
+    from .studies.corpus import CorpusCounts
     from .studies.corpus_compare import compare_corpus
 
+    _checked(check.file, counts, "corpus counts CSV (from `interp corpus count`)")
+    table = _checked(check.loaded, CorpusCounts.load, counts)
+    _checked(check.at_least, min_mentions, 1, "--min-mentions")
+    _checked(check.model, model)
     m = _load(model)
     try:
-        result = compare_corpus(m, counts, min_mentions=min_mentions)
+        result = compare_corpus(m, table, min_mentions=min_mentions)
     except (InterpError, OSError) as e:
         _fail(str(e))
     typer.echo(result.table())
@@ -661,19 +746,24 @@ def edit(
     """Fit an LSDM edit (a closed-form update of the located MLP, and optionally attention,
     weights) and save it."""
 
+    _checked(_check_prompt_options, prompts, templates, one=True)
+    if preserve:
+        _checked(_check_prompt_options, preserve, templates, one=True, option="--preserve")
+    _checked(check_site, site)
+    if lam is not None:
+        _checked(check.positive, lam, "--lam")
+    _checked(check.at_least, preserve_weight, 0, "--preserve-weight")
+    _checked(check.at_least, prefixes, 0, "--prefixes")
+    arch = _checked(check.model, model)
+    chosen = _checked(check.layers, layers, arch, "--layers")
+    attn = _checked(check.layers, attn_layers, arch, "--attn-layers")
     m = _load(model)
-    sets = build_prompt_sets(m, prompts, templates)
-    if len(sets) != 1:
-        _fail("edit takes one prompt set")
-    ps = next(iter(sets.values()))
+    ps = next(iter(build_prompt_sets(m, prompts, templates).values()))
     kw = {} if lam is None else {"lam": lam}
     if preserve:
         kw["preserve"] = next(iter(build_prompt_sets(m, preserve, templates).values()))
     try:
-        check_site(site)  # before the trace, which takes minutes
         located = None
-        chosen = [int(x) for x in layers.split(",")] if layers else None
-        attn = [int(x) for x in attn_layers.split(",")] if attn_layers else None
         if chosen is None or verify:
             typer.echo("tracing the edit prompts to locate the edit's sites ...", err=True)
             located = run_trace(m, pick(ps, 60, seed), kinds=("mlp", "attn"), seed=seed,
@@ -712,10 +802,25 @@ def export_cmd(
 ):
     """Export a (possibly edited) model; the export is reloaded and checked against it."""
 
+    from .export.result import DTYPES as EXPORT_DTYPES
+    from .export.result import FORMATS
+
+    _checked(check.choice, format, FORMATS, "--format")
+    _checked(check.choice, dtype, EXPORT_DTYPES[format], f"--dtype of a {format} export")
+    if format == "hf" and out.is_file():
+        _fail(f"{out} is a file, but an hf export is a directory: pick a new path")
+    if format != "hf" and out.is_dir():
+        _fail(f"{out} is a directory, but a {format} export is one file: give a file name, "
+              f"e.g. {out / ('model.' + format)}")
+    arch = _checked(check.model, model)
+    if format == "gguf" and arch.model_type not in GGUF_ARCHITECTURES:
+        _fail(f"interp writes GGUF for {', '.join(GGUF_ARCHITECTURES)}, not {arch.model_type}: "
+              "export with --format hf or safetensors")
+    _checked(check.edit_file, edit, arch)
     m = _load(model)
+    e = _matching(m, edit)
     try:
-        r = export(m, out, format, dtype=dtype, edit=Edit.load(edit) if edit else None,
-                   verify=verify)
+        r = export(m, out, format, dtype=dtype, edit=e, verify=verify)
     except InterpError as e:
         _fail(str(e))
     typer.echo(r.summary())
@@ -734,7 +839,11 @@ def sweep(
     """Run a grid of traces and LSDM edits from a TOML file; a rerun resumes where it stopped.
     With --ray, the cells run on Ray workers that each load the model once."""
 
+    from .sweep.run import check_sweep
+
     options = _ray_options(ray, ray_address, workers)
+    _checked(check.file, config, "sweep config (TOML)")
+    _checked(check_sweep, config, out)
     try:
         if options:
             result = run_sweep_ray(config, out, address=options["ray"],
@@ -764,6 +873,8 @@ def demo(
     sites from the trace, fit LSDM at the last token (MLP and attention), fit the paper's
     subject edit for comparison, re-trace and evaluate before/after (bias on held-out sentence
     shapes first), export, and write figures and a report."""
+    _checked(check.at_least, trace_prompts, 1, "--trace-prompts")
+    _checked(check.model, model)
     start = time.time()
     slug = None if model is None else Path(model).stem.replace(" ", "-")
     out = out or Path("runs/demo" if slug is None else f"runs/demo-{slug}")
@@ -823,9 +934,52 @@ def demo(
     typer.echo(f"\ndemo finished in {time.time() - start:.0f} s")
 
 
+def run(argv: Optional[list[str]] = None) -> int:
+    """The command line as a function: run `argv` (default: sys.argv[1:]) and return the exit
+    code. Every error is one line on stderr: usage and input errors exit 2, an interrupt 130,
+    anything else 1; `--debug` shows the traceback instead."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        # standalone_mode=False: errors come here instead of click's multi-line usage box, and
+        # typer.Exit(code) comes back as the return value.
+        code = typer.main.get_command(app).main(args=argv, prog_name="interp",
+                                                standalone_mode=False)
+        code = code if isinstance(code, int) else 0
+    except typer.Exit as e:
+        code = e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    except typer.TyperException as e:  # click's usage errors: a bad option or argument
+        ctx = getattr(e, "ctx", None)
+        command = (f"interp {ctx.info_name} --help" if ctx is not None and ctx.parent
+                   else "interp --help")
+        _say(f"{e.format_message()} (see {command})")
+        return 2
+    except InterpError as e:
+        if debug:
+            raise
+        _say(str(e))
+        return 2
+    except Exception as e:
+        if debug:
+            raise
+        text = str(e).splitlines()[0] if str(e) else ""
+        _say(f"{type(e).__name__}: {text} (an internal error: rerun with --debug for the "
+             "traceback and report it)")
+        return 1
+    if code == 130:  # Ctrl-C: click turns the KeyboardInterrupt into this exit code
+        _say("interrupted: results are written whole or not at all, so nothing is half-written")
+    return code
+
+
+def _say(message: str) -> None:
+    typer.secho(f"error: {' '.join(message.split())}", fg=typer.colors.RED, err=True)
+
+
 def main() -> None:  # pragma: no cover - console entry
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app()
+    sys.exit(run())
 
 
 if __name__ == "__main__":  # pragma: no cover

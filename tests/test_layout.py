@@ -1,5 +1,5 @@
 """The package's layout: imports point one way down the loop, no module imports itself back
-through others, each stage's docstring states its rule, and README shows the tree."""
+through others, each stage's docstring states its rule, and docs/layout.md shows the tree."""
 
 import ast
 import re
@@ -10,13 +10,13 @@ import pytest
 import interp
 
 PACKAGE = Path(interp.__file__).resolve().parent
-README = PACKAGE.parent / "README.md"
+LAYOUT_DOC = PACKAGE.parent / "docs" / "layout.md"
 
 # The stages in the order imports may point: a module may import its own stage and the stages
 # before it. export and studies share a rank and may not import each other.
 RANKS = {"common": 0, "model": 1, "measure": 2, "locate": 3, "mitigate": 4, "export": 5,
          "studies": 5, "applications": 6}
-APPLICATIONS = {"cli", "report", "sweep"}  # top-level modules and packages on top of the stages
+APPLICATIONS = {"cli", "command_inputs", "report", "sweep"}  # top-level modules and packages on top of the stages
 
 
 def module_files(package: Path) -> dict[str, Path]:
@@ -169,12 +169,11 @@ def test_each_stage_says_what_it_holds_and_may_import(name):
                             f"{sorted(allowed)}"
 
 
-def test_readme_layout_shows_the_tree():
-    section = README.read_text().split("## Layout", 1)[1]
-    block = section.split("```", 2)[1]
+def test_layout_doc_shows_the_tree():
+    block = LAYOUT_DOC.read_text().split("```", 2)[1]
     shown = set(re.findall(r"^  (\w+)/", block, re.MULTILINE))  # the folders of interp/
     actual = {p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")}
-    assert shown == actual, f"README layout shows {sorted(shown)}, interp/ has {sorted(actual)}"
+    assert shown == actual, f"docs/layout.md shows {sorted(shown)}, interp/ has {sorted(actual)}"
     for name in actual - {"data"}:
         assert (PACKAGE / name / "__init__.py").is_file(), f"interp/{name} is not a package"
 

@@ -106,7 +106,7 @@ def test_jsonl_round_trip_and_errors(tmp_path, tokenizer):
     assert [p.stereotypical for p in again] == [p.stereotypical for p in ps]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"text": "The nurse said that"}) + "\n")
-    with pytest.raises(interp.InterpError, match="needs the keys 'text' and 'subject'"):
+    with pytest.raises(interp.InterpError, match="bad.jsonl:1 has no 'subject'"):
         P.from_jsonl(tokenizer, bad)
     bad.write_text("{not json\n")
     with pytest.raises(interp.InterpError, match="bad.jsonl:1 is not valid JSON"):

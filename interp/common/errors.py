@@ -28,3 +28,7 @@ class TemplateError(InterpError):
 
 class EmptyPromptSetError(InterpError):
     """A computation was asked for over no prompts."""
+
+
+class InputError(InterpError):
+    """A file or option given to a command that cannot be used; found before any model loads."""

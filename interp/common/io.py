@@ -51,10 +51,35 @@ def atomic_dir(path: str | Path):
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:  # e.g. Ctrl-C between the two renames: the old result back
+                os.replace(old, path)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_csv_columns(path, columns, what: str, error=None):
+    """A CSV read whole (no NA guessing) that has at least `columns` and one row; anything else
+    raises `error` (an InterpError class) in one line naming the file and what it lacks."""
+    import pandas as pd
+
+    from .errors import EmptyPromptSetError, InterpError
+
+    error = error or InterpError
+    try:
+        frame = pd.read_csv(path, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise error(f"cannot read {path} as a {what} CSV: {str(e).splitlines()[0]}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise error(f"{path} is not a {what} CSV: no column {missing[0]!r} (it needs "
+                    f"{', '.join(columns)}; it has {', '.join(map(str, frame.columns))})")
+    if frame.empty:
+        raise EmptyPromptSetError(f"{path} holds no {what} rows")
+    return frame

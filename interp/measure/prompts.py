@@ -227,18 +227,49 @@ def from_records(model_or_tokenizer, records: Iterable[dict], *, name: str = "pr
     return PromptSet(prompts, name=name, dropped=dropped)
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a prompt JSONL file, checked line by line without a model: each non-blank
+    line one JSON object with string `text` and `subject`. Errors name the file and line."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        raise InterpError(f"{path}: no such file; pass a JSONL file with 'text' and 'subject' "
+                          "on each line, or a built-in set (train, test, all, definitional)") from None
+    except IsADirectoryError:
+        raise InterpError(f"{path} is a directory, not a JSONL file of prompts") from None
+    except UnicodeDecodeError as e:
+        raise InterpError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): pass a "
+                          "JSONL file of prompts") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InterpError(f"{path}:{n} is not valid JSON ({e.msg}, column {e.colno}): each "
+                              "line must be one object such as {\"text\": \"The nurse said "
+                              "that\", \"subject\": \"nurse\"}") from None
+        if not isinstance(r, dict):
+            raise InterpError(f"{path}:{n} is a JSON {type(r).__name__}, not an object with "
+                              "'text' and 'subject'")
+        for key in ("text", "subject"):
+            if not isinstance(r.get(key), str):
+                what = "has no" if key not in r else "has a non-string"
+                raise InterpError(f"{path}:{n} {what} {key!r}: each line needs 'text' and "
+                                  f"'subject' strings (it has {', '.join(sorted(r)) or 'none'})")
+        records.append(r)
+    if not records:
+        raise InterpError(f"{path} holds no prompts: write one JSON object per line with "
+                          "'text' and 'subject'")
+    return records
+
+
 def from_jsonl(model_or_tokenizer, path: str | Path) -> PromptSet:
     """Prompts from a JSONL file with one object per line: `text`, `subject`, optional metadata."""
-    path = Path(path)
-    records = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise InterpError(f"{path}:{n} is not valid JSON: {e}") from e
-    return from_records(model_or_tokenizer, records, name=path.stem)
+    return from_records(model_or_tokenizer, read_jsonl(path), name=Path(path).stem)
 
 
 # ---------------------------------------------------------------------------------------------

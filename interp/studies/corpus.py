@@ -124,7 +124,8 @@ def shard_texts(path: str | Path) -> Iterator[str]:
     name = p.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")):
         opener = gzip.open if name.endswith(".gz") else open
-        with opener(p, "rt", encoding="utf-8") as f:
+        # utf-8-sig: a shard written by a Windows tool may open with a byte-order mark
+        with opener(p, "rt", encoding="utf-8-sig") as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -137,7 +138,7 @@ def shard_texts(path: str | Path) -> Iterator[str]:
                                       "need one object per line with 'text')")
                 yield str(doc["text"])
         return
-    yield p.read_text(encoding="utf-8")
+    yield p.read_text(encoding="utf-8-sig")
 
 
 def _column(dataset, path):
@@ -225,7 +226,17 @@ class CorpusCounts:
     def load(cls, path: str | Path) -> "CorpusCounts":
         meta_path = Path(path).with_suffix(".json")
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        return cls(pd.read_csv(path), meta)
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise InterpError(f"cannot read {path} as a corpus counts CSV: "
+                              f"{str(e).splitlines()[0]}") from None
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            raise InterpError(f"{path} is not a corpus counts table (no column {missing[0]!r}; "
+                              f"it needs {', '.join(COLUMNS)}): pass the CSV `interp corpus "
+                              "count` wrote")
+        return cls(frame, meta)
 
 
 def _frame(counter: Counter, counts: np.ndarray) -> pd.DataFrame:

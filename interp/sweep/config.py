@@ -195,6 +195,10 @@ def _jsonl_source(spec: dict, where: str) -> dict:
     if not file.is_file():
         raise SweepConfigError(f"sweep config: {where} path {path!r}: no such file "
                                "(relative paths start from the working directory)")
+    try:
+        P.read_jsonl(file)  # every line checked now, not when the cell runs
+    except InterpError as e:
+        raise SweepConfigError(f"sweep config: {where} path: {e}") from None
     # The content's hash, not only the path, identifies the set: editing the file makes new cells.
     return {"path": str(file.resolve()),
             "sha256": hashlib.sha256(file.read_bytes()).hexdigest()[:16]}

@@ -108,7 +108,7 @@ class _Worker:
         raised, so the driver can raise it as it is)."""
         try:
             model = _load_model(self.cfg)
-            _check_against_model(self.cfg, model)
+            _check_against_model(self.cfg, model.arch, model.name)
         except InterpError as e:
             return e
         self.run = _Run(self.cfg, model, self.out)

@@ -23,7 +23,8 @@ from ..measure import capability as C
 from ..measure import prompts as P
 from ..measure.bias import bias as measure_bias
 from ..mitigate import lsdm as fitting  # (looked up at each call)
-from ..model.load import load_model
+from ..model.load import BUNDLED_NAME, load_model
+from ..model.probe import probe
 from .checks import SweepConfigError, _is
 from .config import SweepConfig, _save_config, read_config
 from .grid import Cell, _done, _evaluation, grid
@@ -44,8 +45,10 @@ def run_sweep(config, out_dir=None, *, model=None, progress: bool | None = None)
     _save_config(cfg, out / "config.toml")
     pending = [c for c in cells if _done(out, c) is None]
     if model is not None or pending:
-        model = model if model is not None else _load_model(cfg)
-        _check_against_model(cfg, model)
+        if model is None:
+            _check_against_model(cfg, probe(cfg.model), cfg.model or BUNDLED_NAME)
+            model = _load_model(cfg)
+        _check_against_model(cfg, model.arch, model.name)
         pending += _stale(out, cells, pending, model.fingerprint())
         pending.sort(key=cells.index)
     write_results(out, cells)
@@ -77,17 +80,27 @@ def _load_model(cfg: SweepConfig):
     return load_model(cfg.model)
 
 
-def _check_against_model(cfg: SweepConfig, model) -> None:
-    """Grid values the model cannot take, found before any cell runs rather than in each."""
-    n = model.arch.n_layers
+def _check_against_model(cfg: SweepConfig, arch, name: str) -> None:
+    """Grid values the model cannot take (`arch`: the loaded model's, or `probe`'s from its
+    config), found before any cell runs rather than in each."""
+    n = arch.n_layers
     if cfg.trace and max(cfg.trace["windows"]) > n:
         raise SweepConfigError(f"sweep config: trace.windows has {max(cfg.trace['windows'])}, "
-                               f"but {model.name} has only {n} layers")
+                               f"but {name} has only {n} layers")
     if cfg.edit:
         top = max(max(c) for c in cfg.edit["layers"])
         if top >= n:
-            raise SweepConfigError(f"sweep config: edit.layers has layer {top}, but {model.name} "
+            raise SweepConfigError(f"sweep config: edit.layers has layer {top}, but {name} "
                                    f"has layers 0..{n - 1}")
+
+
+def check_sweep(config, out_dir=None) -> SweepConfig:
+    """The config read, every key checked, and its grid held to the model's shape, read from
+    the model's config alone: what `interp sweep` does before it loads anything."""
+    cfg = read_config(config)
+    _out_dir(cfg, out_dir)
+    _check_against_model(cfg, probe(cfg.model), cfg.model or BUNDLED_NAME)
+    return cfg
 
 
 def _stale(out: Path, cells: list[Cell], pending: list[Cell], fingerprint: str) -> list[Cell]:
