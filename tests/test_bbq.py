@@ -2,6 +2,7 @@
 against a plain scorer, every score against a count by hand, and the result object."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,29 @@ def test_a_bad_bbq_item_names_its_line_and_field(items, tmp_path, change, messag
     path.write_text(json.dumps(items[0]) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(B.BBQError, match=rf"line 2: .*{message}"):
         B.resolve(path)
+
+
+def test_bbq_data_folder_as_published_finds_each_stereotyped_answer():
+    # Our items in BBQ's published JSONL (its key order, question_index a string,
+    # subcategory "None", version "" or "None", its unknown-answer spellings) where BBQ spells
+    # the stereotyped group differently from the answer's group: Nationality's region against
+    # a nationality, proper-name items' compound groups ("F-Black", "trans_F").
+    folder = Path(__file__).with_name("fixtures") / "bbq"
+    first = json.loads((folder / "Nationality.jsonl").read_text().splitlines()[0])
+    assert list(first) == ["example_id", "question_index", "question_polarity",
+                           "context_condition", "category", "answer_info",
+                           "additional_metadata", "context", "question", "ans0", "ans1",
+                           "ans2", "label"]
+    f = B.resolve(str(folder))
+    assert len(f) == 7 and set(f.category) == {"Nationality", "Gender_identity",
+                                                "Race_x_gender"}
+    got = {(r.category, r.example_id): (r.target, r.other, r.unknown) for r in f.itertuples()}
+    assert got[("Nationality", 0)] == (1, 0, 2)  # "Kenyan" (Africa) is the stereotyped one
+    assert got[("Gender_identity", 0)] == (1, 0, 2)  # "F"
+    assert got[("Gender_identity", 2)] == (2, 0, 1)  # "trans_F" against "trans"
+    assert got[("Race_x_gender", 0)] == (0, 1, 2)  # "F-Black" against "Black"
+    assert got[("Race_x_gender", 1)] == (1, 0, 2)  # "F-Black" named exactly
+    assert B.resolve(str(folder / "Nationality.jsonl")).target.tolist() == [1, 1]
 
 
 def test_unreadable_or_empty_bbq_files_are_clear_errors(tmp_path):
@@ -243,4 +267,4 @@ def test_cli_persona_and_alignez(tmp_path, items):
     assert back.meta["edit"] == "alignez" and len(back.frame) == 30
     bad = CliRunner().invoke(app, ["persona", "--model", "tiny-llama", "--items",
                                    str(tmp_path / "missing.jsonl")])
-    assert bad.exit_code != 0 and "cannot read" in bad.output
+    assert bad.exit_code == 2 and "missing.jsonl: no such file" in bad.output

@@ -62,6 +62,10 @@ def test_sentence_counts_equal_a_count_by_hand_over_every_shard_format(tmp_path)
 
     Dataset.from_dict({"text": DOCS}).save_to_disk(str(tmp_path / "hf"))
     assert as_dict(C.count_corpus([tmp_path / "hf"], occupations=OCC)) == as_dict(result)
+    bom = tmp_path / "bom.jsonl"  # a JSONL shard that opens with a UTF-8 byte-order mark
+    bom.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps({"text": d}) + "\n"
+                                              for d in DOCS).encode())
+    assert as_dict(C.count_corpus([bom], occupations=OCC)) == as_dict(result)
 
 
 def test_word_windows_count_terms_within_n_words():

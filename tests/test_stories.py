@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,23 @@ def test_genmo_json_is_read_as_published_and_bad_files_name_the_field(tmp_path):
     path.write_text("{not json")
     with pytest.raises(S.StoryError, match="cannot read"):
         S.genmo(path)
+
+
+def test_genmo_file_as_published_reads_with_its_quirks():
+    # Our pairs in GenMO_dataset.json's published form: one JSON list, \\u escapes, the file's
+    # environment spellings (" Others", " Family ", "", " Work"), stories ending in a newline or
+    # a space, and its mis-decoded "fianc\u00c3\u00a9e".
+    path = Path(__file__).with_name("fixtures") / "GenMO_dataset.json"
+    assert "\\u2019" in path.read_text() and '"environment": ""' in path.read_text()
+    frame = S.genmo(path)
+    assert frame.environment.tolist() == ["Other", "Other", "Family", "Relationship", "Other",
+                                          "Work"]
+    assert frame.environment_raw.tolist()[1:3] == [" Others", " Family "]
+    assert not frame.male_story.str.endswith((" ", "\n")).any()
+    assert not frame.female_story.str.endswith((" ", "\n")).any()
+    assert "fianc\u00c3\u00a9e" in frame.male_story[3]  # kept as published
+    assert sorted(S.split(frame)[0].pair_id.tolist() + S.split(frame)[1].pair_id.tolist()) == \
+        list(range(6))
 
 
 def test_our_pairs_differ_only_in_the_protagonist_and_split_by_template():
@@ -181,7 +199,7 @@ def test_cli_stories_and_dpo(tmp_path):
     assert edit.meta["method"] == "dpo" and edit.meta["n_pairs"] == 4
     bad = CliRunner().invoke(app, ["stories", "--model", "tiny-llama", "--pairs",
                                    str(tmp_path / "missing.json")])
-    assert bad.exit_code == 2 and "cannot read" in bad.output
+    assert bad.exit_code == 2 and "missing.json: no such file" in bad.output
 
 
 def test_balanced_preference_pairs_choose_each_answer_equally_often():

@@ -20,23 +20,40 @@ from pathlib import Path
 import pandas as pd
 
 from ..common.errors import EmptyPromptSetError, InterpError
+from ..common.io import read_csv_columns
 
-# Pronoun families: nominative, accusative, possessive determiner, possessive pronoun, reflexive.
+# Pronoun families: nominative, accusative, possessive determiner, possessive pronoun, reflexive,
+# as TANGO (Ovalle et al. 2023) publishes them; these spell our declarations and slot templates.
 FORMS = ("nom", "acc", "poss", "poss_pronoun", "refl")
 FAMILIES = {
     "he": ("he", "him", "his", "his", "himself"),
     "she": ("she", "her", "her", "hers", "herself"),
     "they": ("they", "them", "their", "theirs", "themselves"),
-    "xe": ("xe", "xem", "xyr", "xyrs", "xemself"),
+    "xe": ("xe", "xem", "xir", "xirs", "xemself"),
     "ey": ("ey", "em", "eir", "eirs", "emself"),
     "fae": ("fae", "faer", "faer", "faers", "faerself"),
 }
+# Other spellings in use, all accepted when read (TANGO's misgendering_prompts.csv writes xe's
+# accusative "xir" and reflexive "xirself", and they's reflexive "themself"); a file's own
+# spelling is the one its items use.
+VARIANTS = {
+    ("xe", "acc"): ("xir",), ("xe", "refl"): ("xirself",), ("they", "refl"): ("themself",),
+}
 BINARY_FAMILIES = ("he", "she")
+# Families whose forms are all distinct words (their words alone say which slot each is in).
+_UNAMBIGUOUS = ("ey", "they")
 TANGO_COLUMNS = ("template_idx", "ante", "ante_type", "pronoun_family", "template")
 ITEM_COLUMNS = ("template_id", "identity", "group", "prompt", "harmful", "benign")
 NAMES = ("Alex", "Jordan", "Taylor", "Casey", "Riley", "Morgan", "Avery", "Quinn", "Jamie",
          "Skyler")
 _SLOT = re.compile(r"\{(" + "|".join(FORMS) + r")\}")
+# Our templates' verb agreement: "{is/are}" is "is" after a singular family, "are" after they.
+_AGREE = re.compile(r"\{([a-z]+)/([a-z]+)\}")
+
+
+def spellings(family: str, form: str) -> tuple[str, ...]:
+    """Every accepted spelling of `family`'s `form`, ours first."""
+    return (FAMILIES[family][FORMS.index(form)], *VARIANTS.get((family, form), ()))
 
 
 class ItemError(InterpError):
@@ -49,78 +66,190 @@ def _data(name: str) -> pd.DataFrame:
 
 
 def _read(path, columns, what: str) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, keep_default_na=False)
-    except (OSError, ValueError) as e:
-        raise ItemError(f"cannot read {path} as a {what} CSV: {e}") from e
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ItemError(f"{path} is not a {what} CSV: no column {missing[0]!r} (it needs "
-                        f"{', '.join(columns)})")
-    if frame.empty:
-        raise EmptyPromptSetError(f"{path} holds no {what} rows")
-    return frame
+    return read_csv_columns(path, columns, what, ItemError)
 
 
-def _to_slots(text: str, family: str) -> str:
-    """A filled TANGO sentence back to slots: each word of `family` becomes its form's slot. "her"
-    (she's accusative and possessive) is possessive before a word, accusative otherwise."""
-    forms = FAMILIES[family]
-    words = re.split(r"(\W+)", text)
-    out = []
+def _words(text: str) -> list[str]:
+    """Words and the text between them, alternating, so "".join() gives the text back."""
+    return re.split(r"(\W+)", text)
+
+
+def _slots_of(words: list[str], family: str) -> dict[int, str] | None:
+    """{word index: form} of `family`'s pronouns in `words`, where each word names one form;
+    None where a word could be two forms (she's "her", he's "his", fae's "faer", ...)."""
+    found = {}
     for i, w in enumerate(words):
-        low = w.lower()
-        if low in forms:
-            form = FORMS[forms.index(low)]
-            if family == "she" and low == "her":
-                rest = "".join(words[i + 1:])
-                form = "poss" if re.match(r"\s+[A-Za-z]", rest) else "acc"
-            w = "{" + form + "}"
-        out.append(w)
-    return "".join(out)
+        forms = {f for f in FORMS if w.lower() in spellings(family, f)}
+        if len(forms) > 1:
+            return None
+        if forms:
+            found[i] = forms.pop()
+    return found
 
 
-def _fill(text: str, family: str) -> str:
-    forms = dict(zip(FORMS, FAMILIES[family]))
-    return _SLOT.sub(lambda m: forms[m.group(1)], text)
+def _guess_slots(words: list[str], family: str) -> dict[int, str]:
+    """A lone row's slots from its own words: an ambiguous word takes its first form, except
+    "her", which is possessive before a word and accusative otherwise."""
+    found = {}
+    for i, w in enumerate(words):
+        forms = [f for f in FORMS if w.lower() in spellings(family, f)]
+        if forms:
+            form = forms[0]
+            if family == "she" and w.lower() == "her":
+                form = "poss" if re.match(r"\s+[A-Za-z]", "".join(words[i + 1:])) else "acc"
+            found[i] = form
+    return found
+
+
+def _fill(text: str, family: str, spelled: dict | None = None) -> str:
+    forms = {**dict(zip(FORMS, FAMILIES[family])), **(spelled or {}).get(family, {})}
+    text = _SLOT.sub(lambda m: forms[m.group(1)], text)
+    return _AGREE.sub(lambda m: m.group(2) if family == "they" else m.group(1), text)
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _declaration(ante: str, family: str, spelled: dict) -> str:
+    nom, acc, poss = (spelled.get(family, {}).get(f, FAMILIES[family][i])
+                      for i, f in enumerate(FORMS[:3]))
+    return f"{_capital(ante)}'s pronouns are {nom}/{acc}/{poss}."
+
+
+def _family(value, row: int) -> str:
+    family = str(value).strip().lower()
+    if family not in FAMILIES:
+        raise ItemError(f"row {row} of the misgendering CSV: pronoun_family {value!r} is not one "
+                        f"of {', '.join(FAMILIES)}")
+    return family
+
+
+def _filled_group(rows: pd.DataFrame) -> list[dict]:
+    """One template and antecedent of TANGO's filled sentences, every family a row: the slots
+    come from a family whose words are unambiguous, and each family's continuation is its own
+    row (its spelling, its verb agreement). Returns {row, family, text, cut, first_slot,
+    spelled} per row."""
+    parsed = {}
+    for i, r in rows.iterrows():
+        family = _family(r["pronoun_family"], i + 2)
+        parsed[family] = (i + 2, str(r["template"]), _words(str(r["template"])), r["ante_type"])
+    ref = next((f for f in _UNAMBIGUOUS if f in parsed
+                and _slots_of(parsed[f][2], f)), None)
+    out = []
+    for family, (row, text, words, ante_type) in parsed.items():
+        if ref is None or len(words) != len(parsed[ref][2]):
+            slots = _guess_slots(words, family)
+        else:
+            slots = _slots_of(parsed[ref][2], ref)
+            for i, form in slots.items():
+                if words[i].lower() not in spellings(family, form):
+                    raise ItemError(
+                        f"row {row} of the misgendering CSV: {words[i]!r} stands where the "
+                        f"{ref} row (row {parsed[ref][0]}) has its {form} form "
+                        f"{parsed[ref][2][i]!r}, but it is no {family} {form} "
+                        f"({'/'.join(spellings(family, form))}): fix the row")
+        if not slots:
+            raise ItemError(f"row {row} of the misgendering CSV: the template has no pronoun of "
+                            f"the {family} family to continue from: {text!r}")
+        first = min(slots)
+        spelled = {form: words[i].lower() for i, form in slots.items()}
+        out.append({"row": row, "family": family, "text": text,
+                    "cut": len("".join(words[:first])), "first_slot": slots[first],
+                    "spelled": spelled, "ante_type": ante_type})
+    return out
 
 
 def misgendering(path: str | Path | None = None) -> pd.DataFrame:
     """Misgendering items: per template, antecedent and declared family, one item per other
     family. prompt: "{Ante}'s pronouns are {nom}/{acc}/{poss}." and the sentence up to its first
     pronoun; benign: the rest with the declared family; harmful: with the other one. Also
-    `first_slot` (the form of the first pronoun) and `misgendered_as`."""
+    `first_slot` (the form of the first pronoun), `misgendered_as` and `ante_type`.
+
+    Reads TANGO's misgendering_prompts.csv as published (filled, lower-cased sentences, every
+    family of a template and antecedent a row: each family's continuation is then its own row,
+    in the file's spelling and verb agreement) or templates with slots {ante}, {nom}, {acc},
+    {poss}, {poss_pronoun}, {refl} and agreement {is/are} (our interp/data/misgendering.csv)."""
     frame = _data("misgendering.csv") if path is None else _read(path, TANGO_COLUMNS,
                                                                  "TANGO misgendering")
+    frame = frame.reset_index(drop=True)
+    slotted = frame["template"].astype(str).map(lambda t: bool(_SLOT.search(t)))
+    groups = [g for _, g in frame.groupby(["template_idx", "ante"], sort=False)]
+    filled = {id(g): _filled_group(g[~slotted[g.index]]) for g in groups
+              if (~slotted[g.index]).any()}
+    # The file's own spelling of each family's forms, wherever in the file a form shows.
+    spelled: dict[str, dict[str, str]] = {}
+    for parsed in filled.values():
+        for p in parsed:
+            spelled.setdefault(p["family"], {}).update(p["spelled"])
     rows = []
-    for i, r in frame.iterrows():
-        family = str(r["pronoun_family"]).strip().lower()
-        if family not in FAMILIES:
-            raise ItemError(f"row {i + 2} of the misgendering CSV: pronoun_family "
-                            f"{r['pronoun_family']!r} is not one of {', '.join(FAMILIES)}")
+    for g in groups:
+        rows += _slotted_items(g[slotted[g.index]])
+        if id(g) in filled:
+            rows += _filled_items(g[~slotted[g.index]], filled[id(g)], spelled)
+    if not rows:
+        raise EmptyPromptSetError(f"{path or 'the misgendering CSV'} gave no items")
+    return pd.DataFrame(rows)
+
+
+def _item(template_id, family, other, prompt, benign, harmful, first_slot, ante_type) -> dict:
+    return {"set": "misgendering", "template_id": template_id, "identity": family,
+            "group": "binary" if family in BINARY_FAMILIES else "tgnb", "prompt": prompt,
+            "benign": benign, "harmful": harmful, "misgendered_as": other,
+            "first_slot": first_slot, "ante_type": ante_type}
+
+
+def _slotted_items(group: pd.DataFrame) -> list[dict]:
+    rows = []
+    for i, r in group.iterrows():
+        family = _family(r["pronoun_family"], i + 2)
         ante = str(r["ante"]).strip()
         text = str(r["template"]).replace("{ante}", ante)
-        if not _SLOT.search(text):
-            text = _to_slots(text, family)
         first = _SLOT.search(text)
-        if first is None:
-            raise ItemError(f"row {i + 2} of the misgendering CSV: the template has no pronoun of "
-                            f"the {family} family to continue from: {r['template']!r}")
-        nom, acc, poss = FAMILIES[family][:3]
-        declaration = f"{ante[0].upper() + ante[1:]}'s pronouns are {nom}/{acc}/{poss}."
         before = text[: first.start()].strip()
-        prompt = f"{declaration} {before[0].upper() + before[1:]}" if before else declaration
+        declaration = _declaration(ante, family, {})
+        prompt = f"{declaration} {_capital(before)}" if before else declaration
         rest = text[first.start():]
         for other in FAMILIES:
-            if other == family:
+            if other != family:
+                rows.append(_item(f"{r['template_idx']}|{ante}", family, other, prompt,
+                                  _fill(rest, family), _fill(rest, other), first.group(1),
+                                  r["ante_type"]))
+    return rows
+
+
+def _filled_items(group: pd.DataFrame, parsed: list[dict], spelled: dict) -> list[dict]:
+    by_family = {p["family"]: p for p in parsed}
+    first = group.iloc[0]
+    ante = str(first["ante"]).strip()
+    rows = []
+    for p in parsed:
+        before = p["text"][: p["cut"]].strip()
+        if " " not in ante:  # a name: TANGO lower-cases it with the rest of the sentence
+            before = re.sub(rf"\b{re.escape(ante)}\b", _capital(ante), before,
+                            flags=re.IGNORECASE)
+        declaration = _declaration(ante, p["family"], spelled)
+        prompt = f"{declaration} {_capital(before)}" if before else declaration
+        benign = p["text"][p["cut"]:]
+        for other in FAMILIES:
+            if other == p["family"]:
                 continue
-            rows.append({"set": "misgendering", "template_id": f"{r['template_idx']}|{ante}",
-                         "identity": family,
-                         "group": "binary" if family in BINARY_FAMILIES else "tgnb",
-                         "prompt": prompt, "benign": _fill(rest, family),
-                         "harmful": _fill(rest, other), "misgendered_as": other,
-                         "first_slot": first.group(1), "ante_type": r["ante_type"]})
-    return pd.DataFrame(rows)
+            if other in by_family:  # the file's own sentence for that family
+                q = by_family[other]
+                harmful = q["text"][q["cut"]:]
+            else:  # a family the file does not have: its words put in our slots' places
+                harmful = _refill(benign, p, other, spelled)
+            rows.append(_item(f"{first['template_idx']}|{ante}", p["family"], other, prompt,
+                              benign, harmful, p["first_slot"], p["ante_type"]))
+    return rows
+
+
+def _refill(benign: str, parsed: dict, other: str, spelled: dict) -> str:
+    words = _words(benign)
+    slots = _guess_slots(words, parsed["family"])
+    for i, form in slots.items():
+        words[i] = spelled.get(other, {}).get(form, FAMILIES[other][FORMS.index(form)])
+    return _AGREE.sub(lambda m: m.group(2) if other == "they" else m.group(1), "".join(words))
 
 
 def disclosure(path: str | Path | None = None, *, identities: pd.DataFrame | None = None,

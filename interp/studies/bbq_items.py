@@ -93,6 +93,26 @@ def check_item(obj, where: str) -> None:
                        "group labels")
 
 
+def _parts(label) -> set[str]:
+    """The pieces of a compound BBQ group ("F-Black", "trans_F", "lowSES-Black")."""
+    return {norm_label(p) for p in str(label).replace("_", "-").split("-") if p.strip()}
+
+
+def _stereotyped(obj, named, groups, stereo) -> list[int]:
+    """The named answers of a stereotyped group. BBQ spells a group three ways: the group
+    label matches (Age: "old"); for Nationality the group is a region ("Europe") and the
+    stereotyped list names nationalities, which are the answers' own words ("British"); proper-
+    name items carry compound groups ("F-Black", "trans_F") whose race or identity part is
+    what the list names. The first rule that picks anything decides."""
+    info = obj["answer_info"]
+    for label in (lambda k: {groups[k]}, lambda k: {norm_label(info[f"ans{k}"][0])},
+                  lambda k: _parts(info[f"ans{k}"][1])):
+        hits = [k for k in named if label(k) & stereo]
+        if hits:
+            return hits
+    return []
+
+
 def frame(items) -> pd.DataFrame:
     """One row per item: BBQ's fields flattened, each answer's group (`group0..2`), and the
     index of the unknown answer (`unknown`), of the answer naming a stereotyped group
@@ -105,7 +125,7 @@ def frame(items) -> pd.DataFrame:
         stereo = {norm_label(g) for g in obj["additional_metadata"]["stereotyped_groups"]}
         unknown = groups.index(UNKNOWN)
         named = [k for k in range(3) if k != unknown]
-        hits = [k for k in named if groups[k] in stereo]
+        hits = _stereotyped(obj, named, groups, stereo)
         target = hits[0] if len(hits) == 1 else -1
         other = [k for k in named if k != target][0] if target >= 0 else -1
         rows.append({
@@ -224,6 +244,12 @@ def resolve(items) -> pd.DataFrame:
         return items.reset_index(drop=True)
     if isinstance(items, str) and items == "ours":
         return frame(ours())
+    if isinstance(items, (str, Path)) and Path(items).is_dir():
+        files = sorted(Path(items).glob("*.jsonl")) + sorted(Path(items).glob("*.jsonl.gz"))
+        if not files:
+            raise BBQError(f"{items} holds no .jsonl files: pass BBQ's data/ folder or one of "
+                           "its files (e.g. Gender_identity.jsonl)")
+        return frame([obj for f in files for obj in read_jsonl(f)])
     if isinstance(items, (str, Path)):
         return frame(read_jsonl(items))
     if isinstance(items, list):

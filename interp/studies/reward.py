@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -108,8 +109,20 @@ def _rate_queries(items: pd.DataFrame):
                           "first_slot column): audit_items.misgendering()")
     prompts = items.drop_duplicates(["template_id", "identity"])[
         ["template_id", "identity", "group", "prompt", "first_slot"]].reset_index(drop=True)
-    words = [FAMILIES[f][FORMS.index(s)] for s in prompts.first_slot for f in FAMILIES]
+    # Each family's word there as the items spell it (the first word of its continuation: a
+    # TANGO file's "xir", "themself"), else our spelling of the slot's form.
+    spelled = {}
+    if "misgendered_as" in items.columns:
+        for r in items.itertuples():
+            spelled[r.template_id, r.identity, r.identity] = _first_word(r.benign)
+            spelled[r.template_id, r.identity, r.misgendered_as] = _first_word(r.harmful)
+    words = [spelled.get((p.template_id, p.identity, f), FAMILIES[f][FORMS.index(p.first_slot)])
+             for p in prompts.itertuples() for f in FAMILIES]
     return prompts, np.repeat(prompts.prompt.to_numpy(), len(FAMILIES)).tolist(), words
+
+
+def _first_word(text: str) -> str:
+    return re.match(r"\W*(\w+)", text).group(1)
 
 
 def _rated(prompts: pd.DataFrame, lp: np.ndarray) -> pd.DataFrame:

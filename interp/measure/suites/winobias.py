@@ -43,6 +43,9 @@ def parse_winobias_line(line: str) -> dict:
     m = _LINE_NUMBER.match(line)
     number = int(m.group(1)) if m else None
     text = line[m.end():] if m else line
+    # The files are tokenised: "the farmer 's petition", "[the salesperson] 's name". A language
+    # model scores the sentence as written text, "farmer's".
+    text = re.sub(r"\s+'s\b", "'s", text)
     clean, spans = _strip_brackets(text.strip())
     if "[" in clean or "]" in clean:
         raise ValueError("unbalanced brackets")
