@@ -116,7 +116,7 @@ def prompt_sets(names: str, *, one: bool = False, option: str = "--prompts") -> 
             raise _again(e) from None
 
 
-_EDIT_TENSOR = re.compile(r"^(?:(attn)\.)?layer(\d+)\.([UV])$")
+_EDIT_TENSOR = re.compile(r"^(?:(attn)\.)?layer(\d+)\.([UVD])$")
 _REPR_TENSOR = re.compile(r"^layer(\d+)\.(V|u|center)$")
 
 

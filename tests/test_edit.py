@@ -115,9 +115,32 @@ def test_save_load_gives_an_identical_edit(tmp_path, tiny_edit):
     again = Edit.load(path)
     assert again.meta == edit.meta and again.layers == edit.layers
     for layer in edit.layers:
-        for a, b in zip(edit.updates[layer], again.updates[layer]):
-            assert torch.equal(a, b)
+        assert torch.equal(again.delta(layer), edit.delta(layer))
     assert [p.name for p in tmp_path.iterdir()] == ["e.lsdm"]
+
+
+def test_an_edit_file_stores_each_update_in_its_smaller_exact_form(tmp_path, tiny_llama):
+    from safetensors import safe_open
+
+    g = torch.Generator().manual_seed(0)
+    d, k = tiny_llama.arch.d_model, tiny_llama.arch.d_mlp
+    low = (torch.randn(d, 2, generator=g), torch.randn(k, 2, generator=g))  # rank 2: factors
+    high = (torch.randn(d, 200, generator=g), torch.randn(k, 200, generator=g))  # dense smaller
+    edit = Edit({0: low, 1: high}, {"fingerprint": tiny_llama.fingerprint()})
+    path = edit.save(tmp_path / "e.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert sorted(f.keys()) == ["layer0.U", "layer0.V", "layer1.D"]
+    assert path.stat().st_size < (d + k) * 200 * 4  # below the factors' bytes alone
+    again = Edit.load(path)
+    for layer in (0, 1):
+        assert torch.equal(again.delta(layer), edit.delta(layer))
+    before = {k: v.clone() for k, v in tiny_llama.state_dict().items()}
+    with edit.applied(tiny_llama):
+        by_factors = {k: v.clone() for k, v in tiny_llama.state_dict().items()}
+    with again.applied(tiny_llama):  # the dense form changes the weights bit for bit alike
+        assert all(torch.equal(v, by_factors[k]) for k, v in tiny_llama.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in tiny_llama.state_dict().items())
+    assert Edit.load(again.save(tmp_path / "again.safetensors")).delta(1).equal(edit.delta(1))
 
 
 def test_bad_edit_input_is_a_clear_error(tiny_llama):

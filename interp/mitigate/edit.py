@@ -13,9 +13,11 @@ import torch
 from ..common.errors import InterpError
 from ..common.io import atomic_path
 
-# How a file names each factor: the MLP's as before attention edits existed ("layer3.U"), the
-# attention output projection's with its component in front ("attn.layer3.U").
-_TENSOR_NAME = re.compile(r"^(?:(attn)\.)?layer(\d+)\.([UV])$")
+# How a file names each update: the MLP's as before attention edits existed ("layer3.U"), the
+# attention output projection's with its component in front ("attn.layer3.U"). An update is
+# stored as its factors U, V, or, where that is smaller, as the dense difference D = U Vᵀ in
+# float64 (exactly what `delta` computes from the factors, so applying it is bit-identical).
+_TENSOR_NAME = re.compile(r"^(?:(attn)\.)?layer(\d+)\.([UVD])$")
 
 
 class EditError(InterpError):
@@ -103,11 +105,13 @@ class Edit(Reversible):
         return self.updates if component == "mlp" else self.attn
 
     def delta(self, layer: int, component: str = "mlp") -> torch.Tensor:
+        """The change of `component`'s weight at `layer`, (d_out, d_in) in float64."""
         U, V = self._factors(component)[layer]
-        return U.double() @ V.double().T
+        return U.double() if V is None else U.double() @ V.double().T  # V None: U is dense
 
     def __repr__(self) -> str:
-        ranks = {f"{c} {l}": self._factors(c)[l][0].shape[1] for c, l in self.sites()}
+        ranks = {f"{c} {l}": "dense" if f[1] is None else f[0].shape[1]
+                 for c, l in self.sites() for f in [self._factors(c)[l]]}
         attn = f", attention layers={self.attn_layers}" if self.attn else ""
         return (f"Edit(layers={self.layers}{attn}, rank per layer={ranks}, "
                 f"λ={self.meta.get('lam')}, fitted on {self.meta.get('fingerprint', '?')[:12]})")
@@ -137,8 +141,14 @@ class Edit(Reversible):
         for component, layer in self.sites():
             prefix = "" if component == "mlp" else f"{component}."
             U, V = self._factors(component)[layer]
-            tensors[f"{prefix}layer{layer}.U"] = U.contiguous()
-            tensors[f"{prefix}layer{layer}.V"] = V.contiguous()
+            factors = U.numel() * U.element_size() + (0 if V is None else
+                                                      V.numel() * V.element_size())
+            dense = U.shape[0] * (U.shape[1] if V is None else V.shape[0]) * 8
+            if V is None or dense < factors:  # the smaller exact form
+                tensors[f"{prefix}layer{layer}.D"] = self.delta(layer, component).contiguous()
+            else:
+                tensors[f"{prefix}layer{layer}.U"] = U.contiguous()
+                tensors[f"{prefix}layer{layer}.V"] = V.contiguous()
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"interp_edit": json.dumps(self.meta)})
         return Path(path)
@@ -157,5 +167,6 @@ class Edit(Reversible):
                 raise EditError(f"{path} holds a tensor {name!r} that is not an edit factor: "
                                 "pass a file written by Edit.save")
             factors[m.group(1) or "mlp"].setdefault(int(m.group(2)), {})[m.group(3)] = t
-        mlp, attn = ({l: (f["U"], f["V"]) for l, f in factors[c].items()} for c in ("mlp", "attn"))
+        mlp, attn = ({l: (f["D"], None) if "D" in f else (f["U"], f["V"])
+                      for l, f in factors[c].items()} for c in ("mlp", "attn"))
         return cls(mlp, meta, attn=attn)
