@@ -60,6 +60,6 @@ def _edit_section(em: dict, applied_here: bool) -> list[str]:
         if em.get(key):
             out += ["", f"{key.capitalize()}:", "", "```json",
                     json.dumps(em[key], indent=2, default=str), "```"]
-    out += ["", "The low-rank updates are in `edit.safetensors` (`interp.Edit.load`)"
+    out += ["", "The weight updates are in `edit.safetensors` (`interp.Edit.load`)"
             + ("; the export applied the edit to the source weights." if applied_here else "."), ""]
     return out
