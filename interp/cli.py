@@ -104,15 +104,14 @@ def _checked(fn, *args, **kw):
         _fail(str(e))
 
 
-def _matching(m, edit_path: Optional[Path], representation_ok: bool = False):
-    """The edit file loaded and held to the loaded model's exact weights (its fingerprint),
-    right after the load and before any compute."""
+def _matching(m, edit_path: Optional[Path], kind: Optional[str]):
+    """The edit file (its header checked before the load: `kind` from `check.edit_file`) loaded
+    and held to the loaded model's exact weights (its fingerprint), before any compute."""
     from .mitigate.alignez import RepresentationEdit
 
     if edit_path is None:
         return None
     try:
-        kind = check.edit_file(edit_path, m.arch, representation_ok=representation_ok)
         e = (RepresentationEdit if kind == "representation" else Edit).load(edit_path)
         e.check_model(m)
     except InterpError as err:
@@ -316,9 +315,9 @@ def evaluate(
         _checked(check.file, path, f"{name} data", directory_ok=True)
         _checked(check.loaded, SUITES[name][0], path)
     arch = _checked(check.model, model)
-    _checked(check.edit_file, edit, arch)
+    kind = _checked(check.edit_file, edit, arch)
     m = _load(model)
-    e = _matching(m, edit)
+    e = _matching(m, edit, kind)
     try:
         before = run_eval(m, names, files=files, progress=True)
         if e is None:
@@ -377,9 +376,9 @@ def audit(
     arch = _checked(check.model, policy)
     if reference is not None:
         _checked(check.model, reference)
-    _checked(check.edit_file, edit, arch)
+    kind = _checked(check.edit_file, edit, arch)
     pol = _load(policy)
-    e = _matching(pol, edit)
+    e = _matching(pol, edit, kind)
     ref = pol if reference is None else _load(reference)
     try:
         if limit:
@@ -424,9 +423,9 @@ def stories(
     frame = _story_pairs(pairs, split)
     _checked(check.at_least, limit, 1, "--limit")
     arch = _checked(check.model, model)
-    _checked(check.edit_file, edit, arch)
+    kind = _checked(check.edit_file, edit, arch)
     m = _load(model)
-    e = _matching(m, edit)
+    e = _matching(m, edit, kind)
     try:
         if limit:
             frame = frame.sample(n=min(limit, len(frame)), random_state=seed)
@@ -559,9 +558,9 @@ def persona(
     chosen = _personas(personas)
     _checked(check.at_least, limit, 1, "--limit")
     arch = _checked(check.model, model)
-    _checked(check.edit_file, edit, arch, representation_ok=True)
+    kind = _checked(check.edit_file, edit, arch, representation_ok=True)
     m = _load(model)
-    e = _matching(m, edit, representation_ok=True)
+    e = _matching(m, edit, kind)
     try:
         if limit:
             frame = frame.sample(n=min(limit, len(frame)), random_state=seed)
@@ -816,9 +815,9 @@ def export_cmd(
     if format == "gguf" and arch.model_type not in GGUF_ARCHITECTURES:
         _fail(f"interp writes GGUF for {', '.join(GGUF_ARCHITECTURES)}, not {arch.model_type}: "
               "export with --format hf or safetensors")
-    _checked(check.edit_file, edit, arch)
+    kind = _checked(check.edit_file, edit, arch)
     m = _load(model)
-    e = _matching(m, edit)
+    e = _matching(m, edit, kind)
     try:
         r = export(m, out, format, dtype=dtype, edit=e, verify=verify)
     except InterpError as e:

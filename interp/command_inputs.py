@@ -116,7 +116,6 @@ def prompt_sets(names: str, *, one: bool = False, option: str = "--prompts") -> 
             raise _again(e) from None
 
 
-_EDIT_TENSOR = re.compile(r"^(?:(attn)\.)?layer(\d+)\.([UVD])$")
 _REPR_TENSOR = re.compile(r"^layer(\d+)\.(V|u|center)$")
 
 
@@ -128,6 +127,8 @@ def edit_file(path: Path | str | None, arch, *, representation_ok: bool = False)
     if path is None:
         return None
     from safetensors import safe_open
+
+    from .mitigate.edit import TENSOR_NAME
 
     path = file(path, "edit")
     try:
@@ -153,7 +154,7 @@ def edit_file(path: Path | str | None, arch, *, representation_ok: bool = False)
                          "fit the edit again") from None
     fitted_on = info.get("model", "another model") if isinstance(info, dict) else "another model"
     widths = {"mlp": {arch.d_model, arch.d_mlp}, "attn": {arch.d_model, arch.n_heads * arch.d_head}}
-    pattern = _EDIT_TENSOR if kind == "edit" else _REPR_TENSOR
+    pattern = TENSOR_NAME if kind == "edit" else _REPR_TENSOR
     for name, shape in shapes.items():
         m = pattern.match(name)
         if m is None:

@@ -17,7 +17,7 @@ from ..common.io import atomic_path
 # attention output projection's with its component in front ("attn.layer3.U"). An update is
 # stored as its factors U, V, or, where that is smaller, as the dense difference D = U Vᵀ in
 # float64 (exactly what `delta` computes from the factors, so applying it is bit-identical).
-_TENSOR_NAME = re.compile(r"^(?:(attn)\.)?layer(\d+)\.([UVD])$")
+TENSOR_NAME = re.compile(r"^(?:(attn)\.)?layer(\d+)\.([UVD])$")
 
 
 class EditError(InterpError):
@@ -162,7 +162,7 @@ class Edit(Reversible):
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         factors: dict[str, dict[int, dict[str, torch.Tensor]]] = {"mlp": {}, "attn": {}}
         for name, t in tensors.items():
-            m = _TENSOR_NAME.match(name)
+            m = TENSOR_NAME.match(name)
             if m is None:
                 raise EditError(f"{path} holds a tensor {name!r} that is not an edit factor: "
                                 "pass a file written by Edit.save")

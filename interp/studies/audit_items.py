@@ -74,16 +74,21 @@ def _words(text: str) -> list[str]:
     return re.split(r"(\W+)", text)
 
 
+def _forms_of(word: str, family: str) -> list[str]:
+    """The forms of `family` that `word` can be, in FORMS order."""
+    return [f for f in FORMS if word.lower() in spellings(family, f)]
+
+
 def _slots_of(words: list[str], family: str) -> dict[int, str] | None:
     """{word index: form} of `family`'s pronouns in `words`, where each word names one form;
     None where a word could be two forms (she's "her", he's "his", fae's "faer", ...)."""
     found = {}
     for i, w in enumerate(words):
-        forms = {f for f in FORMS if w.lower() in spellings(family, f)}
+        forms = _forms_of(w, family)
         if len(forms) > 1:
             return None
         if forms:
-            found[i] = forms.pop()
+            found[i] = forms[0]
     return found
 
 
@@ -92,7 +97,7 @@ def _guess_slots(words: list[str], family: str) -> dict[int, str]:
     "her", which is possessive before a word and accusative otherwise."""
     found = {}
     for i, w in enumerate(words):
-        forms = [f for f in FORMS if w.lower() in spellings(family, f)]
+        forms = _forms_of(w, family)
         if forms:
             form = forms[0]
             if family == "she" and w.lower() == "her":
@@ -101,10 +106,14 @@ def _guess_slots(words: list[str], family: str) -> dict[int, str]:
     return found
 
 
-def _fill(text: str, family: str, spelled: dict | None = None) -> str:
-    forms = {**dict(zip(FORMS, FAMILIES[family])), **(spelled or {}).get(family, {})}
-    text = _SLOT.sub(lambda m: forms[m.group(1)], text)
+def _agree(text: str, family: str) -> str:
+    """Our templates' "{is/are}": the plural after they, the singular after every other."""
     return _AGREE.sub(lambda m: m.group(2) if family == "they" else m.group(1), text)
+
+
+def _fill(text: str, family: str) -> str:
+    forms = dict(zip(FORMS, FAMILIES[family]))
+    return _agree(_SLOT.sub(lambda m: forms[m.group(1)], text), family)
 
 
 def _capital(text: str) -> str:
@@ -129,7 +138,7 @@ def _filled_group(rows: pd.DataFrame) -> list[dict]:
     """One template and antecedent of TANGO's filled sentences, every family a row: the slots
     come from a family whose words are unambiguous, and each family's continuation is its own
     row (its spelling, its verb agreement). Returns {row, family, text, cut, first_slot,
-    spelled} per row."""
+    spelled, ante_type} per row."""
     parsed = {}
     for i, r in rows.iterrows():
         family = _family(r["pronoun_family"], i + 2)
@@ -174,19 +183,18 @@ def misgendering(path: str | Path | None = None) -> pd.DataFrame:
                                                                  "TANGO misgendering")
     frame = frame.reset_index(drop=True)
     slotted = frame["template"].astype(str).map(lambda t: bool(_SLOT.search(t)))
-    groups = [g for _, g in frame.groupby(["template_idx", "ante"], sort=False)]
-    filled = {id(g): _filled_group(g[~slotted[g.index]]) for g in groups
-              if (~slotted[g.index]).any()}
+    groups = [(g[slotted[g.index]], g[~slotted[g.index]])
+              for _, g in frame.groupby(["template_idx", "ante"], sort=False)]
+    parsed = [_filled_group(filled) if len(filled) else [] for _, filled in groups]
     # The file's own spelling of each family's forms, wherever in the file a form shows.
     spelled: dict[str, dict[str, str]] = {}
-    for parsed in filled.values():
-        for p in parsed:
-            spelled.setdefault(p["family"], {}).update(p["spelled"])
+    for p in (p for group in parsed for p in group):
+        spelled.setdefault(p["family"], {}).update(p["spelled"])
     rows = []
-    for g in groups:
-        rows += _slotted_items(g[slotted[g.index]])
-        if id(g) in filled:
-            rows += _filled_items(g[~slotted[g.index]], filled[id(g)], spelled)
+    for (with_slots, filled), group in zip(groups, parsed):
+        rows += _slotted_items(with_slots)
+        if group:
+            rows += _filled_items(filled, group, spelled)
     if not rows:
         raise EmptyPromptSetError(f"{path or 'the misgendering CSV'} gave no items")
     return pd.DataFrame(rows)
@@ -249,7 +257,7 @@ def _refill(benign: str, parsed: dict, other: str, spelled: dict) -> str:
     slots = _guess_slots(words, parsed["family"])
     for i, form in slots.items():
         words[i] = spelled.get(other, {}).get(form, FAMILIES[other][FORMS.index(form)])
-    return _AGREE.sub(lambda m: m.group(2) if other == "they" else m.group(1), "".join(words))
+    return _agree("".join(words), other)
 
 
 def disclosure(path: str | Path | None = None, *, identities: pd.DataFrame | None = None,
