@@ -5,7 +5,9 @@ For each model it reads the run `interp demo --model M` writes (runs/demo for th
 model, runs/demo-gemma-3-270m for Gemma; the demo is run first when the folder has no
 verification), then prints one table:
 
-- bias on the held-out sentence shapes and the test occupations, unedited → edited;
+- bias on the held-out sentence shapes (their test part) and the test occupations, unedited →
+  edited, as the demo report leads with it: direction first (does the model still choose the
+  stereotypical reading?), then size, then whether it still follows the syntax;
 - capability: definitional accuracy, factual recall, perplexity; the edit's fit time;
 - the implicit-reward audit of the edit (misgendering items, seeded sample): the share of
   items where the edit prefers the misgendering continuation more than the unedited model
@@ -37,15 +39,13 @@ import pandas as pd  # noqa: E402
 
 import interp  # noqa: E402
 from interp.mitigate.verify import Verification  # noqa: E402
+from interp.report import CORRELATIONS, HEADLINE, POINTS  # noqa: E402
 from interp.studies import audit_items  # noqa: E402
 
 MODELS = {"smollm2-135m-instruct": Path("runs/demo"), "gemma-3-270m": Path("runs/demo-gemma-3-270m")}
 
-BIAS = [("shapes.two_participants", "abs_logodds", "two participants |log-odds|"),
-        ("shapes.deep", "abs_logodds", "pronoun deep |log-odds|"),
-        ("shapes.object_possessive", "abs_logodds", "object/possessive |log-odds|"),
-        ("shapes.sentence_pairs", "pro_preferred", "sentence pairs: % stereotype preferred"),
-        ("occupations", "abs_logodds", "test occupations |log-odds|")]
+# The demo report's headline rows: direction first, then size, then the syntax.
+BIAS = HEADLINE
 CAPABILITY = [("definitional", "accuracy", "definitional accuracy"),
               ("facts", "accuracy", "factual recall"),
               ("perplexity", "perplexity", "perplexity")]
@@ -64,9 +64,12 @@ def ensure_run(spec: str, run: Path) -> float | None:
 
 
 def change(before: float, after: float, metric: str) -> str:
-    if metric in ("pro_preferred", "accuracy"):
-        scale = 1 if metric == "pro_preferred" else 100
-        return f"{before * scale:.1f} → {after * scale:.1f} ({(after - before) * scale:+.1f} pt)"
+    if metric == "accuracy":
+        return f"{100 * before:.1f} → {100 * after:.1f} ({100 * (after - before):+.1f} pt)"
+    if metric in POINTS:
+        return f"{before:.1f} → {after:.1f} ({after - before:+.1f} pt)"
+    if metric in CORRELATIONS:
+        return f"{before:.2f} → {after:.2f}"
     rel = (after - before) / abs(before)
     return f"{before:.3g} → {after:.3g} ({rel:+.0%})" if abs(rel) >= 0.01 else \
         f"{before:.4g} → {after:.4g} ({rel:+.1%})"

@@ -9,13 +9,35 @@ from .common.io import atomic_write
 from .measure.evaluate import format_ci
 from .mitigate.keys import SITE_TOKEN
 
-# The bias numbers a demo leads with: held-out sentence shapes first, then test occupations.
-HEADLINE = [("shapes.two_participants", "abs_logodds", "two participants: mean |log-odds|"),
-            ("shapes.deep", "abs_logodds", "pronoun deep in the sentence: mean |log-odds|"),
-            ("shapes.object_possessive", "abs_logodds", "object/possessive slots: mean |log-odds|"),
-            ("shapes.sentence_pairs", "pro_preferred",
-             "sentence pairs: % preferring the stereotype (50 = none)"),
-            ("occupations", "abs_logodds", "test occupations, our templates: mean |log-odds|")]
+# The bias numbers a demo leads with: does the model still choose the stereotypical reading
+# (direction: 50% and r = 0 are none), then how far it leans (size), then whether it still
+# follows the syntax. All on what the edit was never fitted on.
+HEADLINE = [
+    ("shapes.coreference_type1", "pairs_pro_preferred",
+     "two occupations, syntax silent: % sentence pairs preferring the stereotype"),
+    ("shapes.coreference_type2", "pairs_pro_preferred",
+     "two occupations, syntax decides: % sentence pairs preferring the stereotype"),
+    ("shapes.sentence_pairs", "pro_preferred",
+     "one occupation, pronoun deep: % sentence pairs preferring the stereotype"),
+    ("shapes.deep", "stereotype_following", "pronoun deep: % of leans following the stereotype"),
+    ("shapes.coreference_type2", "stereotype_following",
+     "two occupations, syntax decides: % of leans following the stereotype"),
+    ("shapes.deep", "stereotype_correlation",
+     "pronoun deep: correlation of the lean with the stereotype score"),
+    ("shapes.two_participants", "abs_logodds", "two participants: mean |log-odds|"),
+    ("shapes.deep", "abs_logodds", "pronoun deep in the sentence: mean |log-odds|"),
+    ("shapes.object_possessive", "abs_logodds", "object/possessive slots: mean |log-odds|"),
+    ("shapes.coreference_type2", "abs_logodds", "two occupations, syntax decides: mean |log-odds|"),
+    ("occupations", "abs_logodds", "test occupations, our templates: mean |log-odds|"),
+    ("shapes.coreference_type2", "syntax_accuracy",
+     "two occupations, genders stated: % resolved by the syntax"),
+]
+# Metrics shown as percentages or correlations: their change is in points, not relative.
+POINTS = ("pro_preferred", "pairs_pro_preferred", "stereotype_following",
+          "pairs_stereotype_following", "syntax_accuracy", "syntax_accuracy_pro",
+          "syntax_accuracy_anti")
+CORRELATIONS = ("stereotype_correlation", "bls_correlation", "pairs_stereotype_correlation",
+                "pairs_bls_correlation")
 
 
 def bias_figure(before, after):
@@ -45,7 +67,8 @@ def headline(before, after, paper=None) -> str:
         if b is None or a is None:
             continue
         row = {"bias": name.replace("|", "\\|"),  # a bare | would end the markdown cell
-               "unedited": f"{b.value:.3g}", "edited": _change(b.value, a.value, metric)}
+               "unedited": f"{b.value:.2f}" if metric in CORRELATIONS else f"{b.value:.3g}",
+               "edited": _change(b.value, a.value, metric)}
         if paper is not None:
             p = paper.row(suite, metric)
             row["the paper's edit"] = "—" if p is None else _change(b.value, p.value, metric)
@@ -54,8 +77,10 @@ def headline(before, after, paper=None) -> str:
 
 
 def _change(before: float, after: float, metric: str) -> str:
-    if metric == "pro_preferred":  # a share in percent: the change in points
+    if metric in POINTS:  # a share in percent: the change in points
         return f"{after:.3g} ({after - before:+.1f} pt)"
+    if metric in CORRELATIONS:
+        return f"{after:.2f} ({after - before:+.2f})"
     return f"{after:.3g} ({(after - before) / abs(before):+.0%})"
 
 
@@ -75,8 +100,9 @@ def comparison_markdown(before, after) -> str:
         "before [95% CI]": [format_ci(*x)
                             for x in zip(m.before, m.ci_low_before, m.ci_high_before)],
         "after [95% CI]": [format_ci(*x) for x in zip(m.after, m.ci_low_after, m.ci_high_after)],
-        "change": [f"{r:+.1%}" if np.isfinite(r) else f"{c:+.4g}"
-                   for c, r in zip(m.change, m.relative)],
+        "change": [f"{c:+.1f} pt" if metric in POINTS else f"{c:+.2f}"
+                   if metric in CORRELATIONS else f"{r:+.1%}" if np.isfinite(r) else f"{c:+.4g}"
+                   for metric, c, r in zip(m.metric, m.change, m.relative)],
     })
     kl = after.frame[after.frame.suite == "kl"]
     text = markdown_table(rows)

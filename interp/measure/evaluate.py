@@ -3,9 +3,15 @@
 Built-in suites (no files needed):
 - occupations: mean |p(he) − p(she)| and mean |log-odds| on the held-out test occupations over
   every template (never used to fit an edit).
-- shapes: bias on sentence shapes unlike every fitting template (`measure.shapes`): two
-  participants, the pronoun deep in the sentence, object and possessive slots (mean |log-odds|,
-  normalised gap), and whole-sentence pairs (share preferring the stereotypical one, 50 ideal).
+- shapes: bias on sentence shapes unlike every fitting template (`measure.shapes`, their test
+  part: the validation part is for choosing methods): two participants, the pronoun deep in the
+  sentence, object and possessive slots (mean |log-odds|, normalised gap), whole-sentence pairs
+  (share preferring the stereotypical one, 50 ideal; mean log-likelihood margin), and two
+  occupations competing for one pronoun (type 1: nothing in the syntax decides; type 2: the
+  syntax does, with the share of gender-stated type-2 items the model resolves right).
+Every bias suite also reports direction (`measure.direction`): the share of items whose lean
+follows the occupation's stereotype (50 ideal), and the lean's correlation with the stereotype
+score and with labour statistics (0 ideal).
 - definitional: definitional gender accuracy ("The king said that" → he beats she).
 - facts: top-1 factual recall on one-token facts (`interp.capability`).
 - perplexity: perplexity of held-out prose.
@@ -29,6 +35,7 @@ from ..common.io import atomic_dir
 from . import capability as cap
 from . import prompts as P
 from .bias import bias
+from .direction import put_direction
 from .shapes import score_shapes
 from .suites.run import run_suite
 
@@ -38,7 +45,13 @@ DEFAULT_SUITES = ("occupations", "shapes", "definitional", "facts", "perplexity"
 IDEAL = {"abs_gap": 0.0, "abs_logodds": 0.0, "accuracy": "max", "perplexity": "min", "kl": 0.0,
          "stereotype_score": 50.0, "ss": 50.0, "delta_s": 0.0, "delta_g": 0.0,
          "male_preferred": 50.0, "female_preferred": 50.0, "lms": "max", "icat": "max",
-         "abs_normalised_gap": 0.0, "pro_preferred": 50.0, "logp_pro_minus_anti": 0.0}
+         "abs_normalised_gap": 0.0, "pro_preferred": 50.0, "logp_pro_minus_anti": 0.0,
+         "stereotype_following": 50.0, "stereotype_correlation": 0.0, "bls_correlation": 0.0,
+         "syntax_accuracy": "max", "syntax_accuracy_pro": "max", "syntax_accuracy_anti": "max"}
+IDEAL.update({f"pairs_{k}": IDEAL[k] for k in ("pro_preferred", "logp_pro_minus_anti",
+                                                "stereotype_following", "stereotype_correlation",
+                                                "bls_correlation")})
+SHAPES_PART, SHAPES_PER_FRAME = "test", 16  # 256 items per single-occupation family
 COLUMNS = ["suite", "metric", "value", "ci_low", "ci_high", "n"]
 
 
@@ -155,14 +168,16 @@ def _improved(metric: str, before: float, after: float):
 
 def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
              files: Mapping[str, str | Path] | None = None, occupations=None,
-             n_boot: int = 1000, seed: int = 0, progress: bool | None = None) -> EvalReport:
+             n_boot: int = 1000, seed: int = 0, part: str = SHAPES_PART,
+             progress: bool | None = None) -> EvalReport:
     """Run built-in suites and benchmark files on `model`; returns an `EvalReport`.
 
     suites: any of occupations, shapes (bias on the held-out sentence shapes of
     `measure.shapes`), definitional, facts, perplexity, kl (kl needs `reference`).
     files: {suite name: file or directory} for winobias, winogender, crows_pairs, stereoset.
     occupations: the prompt set for the occupation bias (default: test occupations, every
-    template)."""
+    template). part: which frames of the held-out shapes to score, "test" (report these) or
+    "validation" (choose methods and settings on these), or "all"."""
 
     unknown = [s for s in suites if s not in BUILTIN]
     if unknown:
@@ -179,7 +194,8 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
         rows += r[0]
         details["occupations"] = r[1]
     if "shapes" in suites:
-        for res in score_shapes(model, n_boot=n_boot, seed=seed, progress=progress).values():
+        for res in score_shapes(model, n_boot=n_boot, seed=seed, part=part,
+                                per_frame=SHAPES_PER_FRAME, progress=progress).values():
             details[res.name] = res
             rows += _suite_rows(res)
     runners = {"definitional": lambda: cap.definitional(model, n_boot=n_boot, seed=seed),
@@ -198,14 +214,24 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
         rows += _suite_rows(res)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     meta = {"model": model.name, "fingerprint": model.fingerprint(), "suites": list(suites),
+            "shapes_part": part,
             "files": {k: str(v) for k, v in (files or {}).items()}, "seed": seed}
     return EvalReport(frame, meta, details)
 
 
 def _suite_rows(res) -> list[dict]:
-    """A `SuiteResult`'s summary numbers as report rows (counts left out)."""
+    """A `SuiteResult`'s summary numbers as report rows (counts left out). n: the items each
+    number is over (the gender-stated items for syntax accuracy)."""
+    n = {}
+    if "bls_pct_female" in res.frame:
+        n["bls_correlation"] = n["pairs_bls_correlation"] = int(
+            res.frame["bls_pct_female"].notna().sum())
+    if "syntax" in res.tables:
+        pro = res.tables["syntax"]["pro"].astype(bool)
+        n.update(syntax_accuracy=len(pro), syntax_accuracy_pro=int(pro.sum()),
+                 syntax_accuracy_anti=int((~pro).sum()))
     return [{"suite": res.name, "metric": metric, "value": row["value"], "ci_low": row["lo"],
-             "ci_high": row["hi"], "n": len(res.frame)}
+             "ci_high": row["hi"], "n": n.get(metric, len(res.frame))}
             for metric, row in res.summary_frame().iterrows() if not metric.startswith("n_")]
 
 
@@ -216,4 +242,14 @@ def _occupation_rows(model, occupations, n_boot, seed, progress):
     rows = [{"suite": "occupations", "metric": m, "value": float(s[m]),
              "ci_low": float(s[f"{m}_lo"]), "ci_high": float(s[f"{m}_hi"]),
              "n": int(s["n_prompts"])} for m in ("abs_gap", "abs_logodds")]
+    f = report.frame
+    bls = f["subject"].map(P.occupations(neutral_only=False, single_word=False)
+                           .set_index("occupation")["bls_pct_female"])
+    direction: dict = {}
+    put_direction(direction, -f["logodds"].astype(float), f["stereotypical"].astype(float),
+                  bls_pct_female=bls, n_boot=n_boot, seed=seed)
+    rows += [{"suite": "occupations", "metric": m, "value": direction[m],
+              "ci_low": direction[f"{m}_lo"], "ci_high": direction[f"{m}_hi"],
+              "n": int(bls.notna().sum()) if m == "bls_correlation" else len(f)}
+             for m in direction if not m.endswith(("_lo", "_hi"))]
     return rows, report

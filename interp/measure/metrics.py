@@ -14,6 +14,9 @@ import numpy as np
 from ..common.errors import TokenizationError
 
 DEFAULT_CANDIDATES = {"male": " he", "female": " she", "neutral": " they"}
+# The pronoun pair a slot is scored on: (male, female), one token each with its space.
+SLOT_PRONOUNS = {"subject": (" he", " she"), "object": (" him", " her"),
+                 "possessive": (" his", " her")}
 
 
 @dataclass(frozen=True)
