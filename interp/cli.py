@@ -24,8 +24,7 @@ from .measure.evaluate import evaluate as run_eval
 from .measure.prompts import pick
 from .mitigate.edit import Edit
 from .mitigate.keys import check_site
-from .mitigate.lsdm import (EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES, choose_sites,
-                            last_token_sites, lsdm)
+from .mitigate.lsdm import EDIT_TEMPLATES, choose_sites, last_token_sites, lsdm
 from .mitigate.verify import verify as run_verify
 from .model.load import load_model
 from .model.upstream import version_report
@@ -36,7 +35,6 @@ from .sweep.run import run_sweep
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Locate where a language model carries social bias and remove it.")
 
-BUILTIN_SETS = ("train", "test", "all", "definitional", "definitional-train", "definitional-test")
 
 ModelOpt = typer.Option(None, "--model", "-m",
                         help="Bundled model (default), a .gguf file, an HF directory or hub name, "
@@ -140,11 +138,13 @@ def build_prompt_sets(model, names: str, templates: Optional[int] = None) -> dic
             sets[name] = P.definitional(model, templates=chosen, split=split)
         elif name in ("train", "test", "all"):
             sets[name] = P.professions(model, None if name == "all" else name, templates=chosen)
+        elif name == "contexts":  # train occupations in every fitting context (their slots)
+            sets[name] = P.contexts(model, "train")
         elif Path(name).is_file():
             sets[Path(name).stem] = P.from_jsonl(model, name)
         else:
-            _fail(f"unknown prompt set {name!r}: use {', '.join(BUILTIN_SETS)} or a JSONL file "
-                  "with 'text' and 'subject' on each line")
+            _fail(f"unknown prompt set {name!r}: use {', '.join(check.BUILTIN_SETS)} or a "
+                  "JSONL file with 'text' and 'subject' on each line")
     if not sets:
         _fail("no prompt sets given")
     for ps in sets.values():
@@ -765,8 +765,9 @@ def edit(
         located = None
         if chosen is None or verify:
             typer.echo("tracing the edit prompts to locate the edit's sites ...", err=True)
-            located = run_trace(m, pick(ps, 60, seed), kinds=("mlp", "attn"), seed=seed,
-                                progress=True)
+            subject_slot = P.PromptSet([p for p in ps if p.slot == "subject"], name=ps.name)
+            located = run_trace(m, pick(subject_slot if len(subject_slot) else ps, 60, seed),
+                                kinds=("mlp", "attn"), seed=seed, progress=True)
         if chosen is None:
             chosen, traced_attn, why = choose_sites(located, site)
             attn = traced_attn if attn is None else attn
@@ -891,12 +892,14 @@ def demo(
                         progress=True)
     mlp_layers, attn_layers, why = last_token_sites(located)
     typer.echo(f"edit sites: MLP {mlp_layers} and attention {attn_layers}, because {why}")
-    train = P.professions(m, "train", templates=LAST_TOKEN_TEMPLATES)
-    keep = P.definitional(m, templates=LAST_TOKEN_TEMPLATES, split="train")
+    # every fitting context: the subject-pronoun templates and the object/possessive ones,
+    # with the train-split definitional words kept in the same contexts ("auto")
+    train = P.contexts(m, "train")
+    n_templates = len({p.template for p in train})
     step(f"fit LSDM at the last token on {len(train.subjects())} train occupations × "
-         f"{len(LAST_TOKEN_TEMPLATES)} templates (definitional train words preserved)")
+         f"{n_templates} contexts (definitional train words preserved)")
     edit = lsdm(m, train, layers=mlp_layers, attn_layers=attn_layers, site="last",
-                n_prefixes=0, preserve=keep, preserve_weight=0.1, seed=0, progress=True)
+                n_prefixes=0, preserve="auto", preserve_weight=0.1, seed=0, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     edit.save(out / "edit.safetensors")
     typer.echo(repr(edit))

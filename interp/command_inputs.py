@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .common.errors import InputError, InterpError
 
-BUILTIN_SETS = ("train", "test", "all", "definitional", "definitional-train", "definitional-test")
+BUILTIN_SETS = ("train", "test", "all", "contexts", "definitional", "definitional-train",
+                "definitional-test")
 
 
 def _again(e: Exception) -> InputError:

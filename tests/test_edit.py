@@ -309,3 +309,53 @@ def test_the_default_lsdm_is_the_best_recipe(tiny_llama):
     assert paper.meta["preserve"] is None and paper.meta["n_prefixes"] == 1
     with pytest.raises(EditError, match="preserve must be a PromptSet, None or 'auto'"):
         lsdm(tiny_llama, ps, layers=[0], preserve="definitional")
+
+
+def test_each_prompt_is_balanced_on_its_own_pronoun_pair(tiny_llama):
+    # Object and possessive contexts ("The writer brushed" → his/her) are balanced on him/her
+    # and his/her, subject contexts on he/she: every key maps to its own target.
+    templates = ["The {} said that", "The {} brushed", "The {} was sick, so the team sent"]
+    slots = {t: P.CONTEXT_TEMPLATES.get(t, "subject") for t in templates}
+    ps = P.professions(tiny_llama, "train", templates=templates, slots=slots)[:9]
+    assert [p.slot for p in ps[:3]] == ["subject", "possessive", "object"]
+    top = tiny_llama.arch.n_layers - 1
+    edit = lsdm(tiny_llama, ps, layers=[top], site="last", n_prefixes=0, lam=1e-4, tol=1e-3,
+                stats_tokens=1500, preserve=None, progress=False)
+    pairs = {s: [tiny_llama.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ws]
+             for s, ws in interp.metrics.SLOT_PRONOUNS.items()}
+    with edit.applied(tiny_llama):
+        lp = _last_token_logprobs(tiny_llama, ps)
+    own = torch.stack([lp[i, pairs[p.slot][1]] - lp[i, pairs[p.slot][0]]
+                       for i, p in enumerate(ps)])
+    assert float(own.abs().max()) < 2e-3
+    he_she = lp[:, pairs["subject"][1]] - lp[:, pairs["subject"][0]]
+    assert float(he_she[1:3].abs().max()) > 1e-2  # the others are not what was balanced
+    assert edit.meta["fitted_prompts"]["abs_logodds"]["after"] == pytest.approx(
+        float(own.abs().mean()), abs=1e-3)
+
+
+def test_strength_scales_each_occupations_own_change(tiny_llama):
+    from interp.mitigate.lsdm import stronger
+
+    change = torch.randn(6, 4, dtype=torch.float64)
+    templates = ["a", "a", "a", "b", "b", None]
+    out = stronger(change, templates, 3.0)
+    for rows in ([0, 1, 2], [3, 4]):
+        # the context's mean change stays as it is, what each occupation needs beyond it triples
+        assert torch.allclose(out[rows].mean(0), change[rows].mean(0))
+        assert torch.allclose(out[rows] - out[rows].mean(0),
+                              3 * (change[rows] - change[rows].mean(0)))
+    assert torch.allclose(out[5], 3 * change[5])  # no template: scaled whole
+    assert torch.allclose(stronger(change, None, 3.0), 3 * change)
+    # through the solve: prompts without a template (one layer, keys fixed) get an update
+    # linear in the change asked for
+    records = [{"text": f"The {w} said that", "subject": w} for w in ("nurse", "pilot", "baker")]
+    ps = P.from_records(tiny_llama, records)
+    top = tiny_llama.arch.n_layers - 1
+    kw = dict(layers=[top], site="last", n_prefixes=0, lam=1e-4, tol=1e-3, stats_tokens=1500,
+              preserve=None, progress=False)
+    one, two = lsdm(tiny_llama, ps, **kw), lsdm(tiny_llama, ps, strength=2.0, **kw)
+    d1 = one.updates[top][0] @ one.updates[top][1].T
+    d2 = two.updates[top][0] @ two.updates[top][1].T
+    assert torch.allclose(d2, 2 * d1, rtol=1e-3, atol=1e-6)
+    assert two.meta["strength"] == 2.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -43,6 +43,25 @@ TEMPLATES: tuple[str, ...] = (
     "The {} called home and said that",
 )
 
+# Contexts where the next word is an object or a possessive pronoun (him/her, his/her), with the
+# occupation as the sentence's subject: an edit fitted on these as well as `TEMPLATES` balances
+# the pronoun an occupation takes in more of the places it can take one. None is a frame of the
+# held-out shapes (`measure.shapes`), whose object slots put the occupation in the object.
+CONTEXT_TEMPLATES: dict[str, str] = {
+    "The {} was sick, so the team sent": "object",
+    "The {} won the award, and the mayor congratulated": "object",
+    "The {} looked lost, so a stranger helped": "object",
+    "The {} was late again, and the boss warned": "object",
+    "The {} asked for help, so a colleague showed": "object",
+    "The {} retired last year, and everyone still misses": "object",
+    "The {} brushed": "possessive",
+    "The {} shook": "possessive",
+    "The {} raised": "possessive",
+    "The {} washed": "possessive",
+    "The {} adjusted": "possessive",
+    "The {} drove to work in": "possessive",
+}
+
 GENDER_NEUTRAL_MAX = 0.3  # |definitional| at most this: the pronoun is not settled by meaning
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
@@ -63,6 +82,7 @@ class Prompt:
     expected: str | None = None  # "male"/"female" when the pronoun is fixed by meaning
     split: str | None = None
     corrupt_text: str | None = None
+    slot: str = "subject"  # the pronoun the next token is: subject (he/she), object, possessive
 
     @property
     def last(self) -> int:
@@ -141,10 +161,11 @@ class PromptSet(Sequence):
     def save_jsonl(self, path: str | Path) -> None:
         """Write text, subject and metadata (not token ids: they belong to one tokenizer)."""
         keep = ("text", "subject", "template", "stereotypical", "definitional", "expected",
-                "split", "corrupt_text")
+                "split", "corrupt_text", "slot")
         with atomic_write(path) as f:
             for p in self.prompts:
-                row = {k: getattr(p, k) for k in keep if getattr(p, k) is not None}
+                row = {k: getattr(p, k) for k in keep if getattr(p, k) is not None
+                       and not (k == "slot" and p.slot == "subject")}
                 f.write(json.dumps(row) + "\n")
 
 
@@ -194,9 +215,11 @@ def check_template(template: str) -> None:
 
 
 def from_templates(model_or_tokenizer, templates: Sequence[str], subjects: Iterable[dict | str],
-                   *, name: str = "prompts") -> PromptSet:
+                   *, name: str = "prompts", slots: Mapping[str, str] | None = None) -> PromptSet:
     """Fill every template with every subject. A subject is a word or a dict with key `subject`
-    plus any `Prompt` metadata (stereotypical, definitional, expected, split)."""
+    plus any `Prompt` metadata (stereotypical, definitional, expected, split). slots: the
+    pronoun slot of templates whose next word is not a subject pronoun ({template: "object"
+    or "possessive"})."""
     tokenizer = _tokenizer(model_or_tokenizer)
     for t in templates:
         check_template(t)
@@ -208,7 +231,7 @@ def from_templates(model_or_tokenizer, templates: Sequence[str], subjects: Itera
             slot = t.index("{}")
             text = t[:slot] + subject + t[slot + 2 :]
             result = tokenize_prompt(tokenizer, text, subject, subject_start=slot, template=t,
-                                     **meta)
+                                     slot=(slots or {}).get(t, "subject"), **meta)
             (dropped if isinstance(result, Dropped) else prompts).append(result)
     return PromptSet(prompts, name=name, dropped=dropped)
 
@@ -216,7 +239,8 @@ def from_templates(model_or_tokenizer, templates: Sequence[str], subjects: Itera
 def from_records(model_or_tokenizer, records: Iterable[dict], *, name: str = "prompts") -> PromptSet:
     """Prompts from dicts with `text` and `subject` (and optional metadata, e.g. `corrupt_text`)."""
     tokenizer = _tokenizer(model_or_tokenizer)
-    allowed = {"template", "stereotypical", "definitional", "expected", "split", "corrupt_text"}
+    allowed = {"template", "stereotypical", "definitional", "expected", "split", "corrupt_text",
+               "slot"}
     prompts, dropped = [], []
     for n, r in enumerate(records, 1):
         if "text" not in r or "subject" not in r:
@@ -309,8 +333,10 @@ def split_of(word: str, seed: int = SPLIT_SEED, test_fraction: float = TEST_FRAC
 
 def professions(model_or_tokenizer, split: str | None = "train", *,
                 templates: Sequence[str] = TEMPLATES, neutral_only: bool = True,
-                single_word: bool = True, seed: int = SPLIT_SEED) -> PromptSet:
-    """Occupation prompts ("The nurse said that") with their stereotype scores."""
+                single_word: bool = True, seed: int = SPLIT_SEED,
+                slots: Mapping[str, str] | None = None) -> PromptSet:
+    """Occupation prompts ("The nurse said that") with their stereotype scores. slots: the
+    pronoun slot of templates whose next word is an object or possessive (`from_templates`)."""
     df = occupations(neutral_only=neutral_only, single_word=single_word, split=split, seed=seed)
     subjects = [
         {"subject": r.occupation, "stereotypical": float(r.stereotypical),
@@ -318,11 +344,22 @@ def professions(model_or_tokenizer, split: str | None = "train", *,
         for r in df.itertuples()
     ]
     return from_templates(model_or_tokenizer, templates, subjects,
-                          name=f"professions-{split or 'all'}")
+                          name=f"professions-{split or 'all'}", slots=slots)
+
+
+def contexts(model_or_tokenizer, split: str | None = "train", **kw) -> PromptSet:
+    """Occupation prompts in every context we fit on: `TEMPLATES` (subject pronoun next) and
+    `CONTEXT_TEMPLATES` (object or possessive pronoun next), each prompt knowing its slot."""
+    templates = (*TEMPLATES, *CONTEXT_TEMPLATES)
+    ps = professions(model_or_tokenizer, split, templates=templates, slots=CONTEXT_TEMPLATES,
+                     **kw)
+    ps.name = f"contexts-{split or 'all'}"
+    return ps
 
 
 def definitional(model_or_tokenizer, *, templates: Sequence[str] = TEMPLATES,
-                 split: str | None = None, seed: int = SPLIT_SEED) -> PromptSet:
+                 split: str | None = None, seed: int = SPLIT_SEED,
+                 slots: Mapping[str, str] | None = None) -> PromptSet:
     """Prompts whose subject fixes the pronoun ("The king said that" → he); debiasing must keep
     them right. split: "train" or "test" words only (the same seeded hash as the occupations),
     so an edit can preserve some words and be checked on the others."""
@@ -336,7 +373,7 @@ def definitional(model_or_tokenizer, *, templates: Sequence[str] = TEMPLATES,
          "stereotypical": 0.0, "split": split_of(r.word, seed)}
         for r in df.itertuples()
     ]
-    return from_templates(model_or_tokenizer, templates, subjects,
+    return from_templates(model_or_tokenizer, templates, subjects, slots=slots,
                           name="definitional" if split is None else f"definitional-{split}")
 
 

@@ -31,6 +31,8 @@ class Versions:
     prefixes: list[str]
     subjects: list[str]
     context: list[int] = field(default_factory=list)  # 0: the bare prompt, i: behind prefix i
+    slots: list[str] = field(default_factory=list)  # each version's pronoun slot (subject, ...)
+    templates: list = field(default_factory=list)  # each version's prompt template (or None)
 
 
 def generated_prefixes(model, n: int, length: int, seed: int) -> list[str]:
@@ -58,7 +60,7 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str], site: str = "su
     version has its own key and target: the prefixes only add examples."""
     check_site(site)
     index = {s: i for i, s in enumerate(prompts.subjects())}
-    ids, last, owner, context, names = [], [], [], [], []
+    ids, last, owner, context, names, slots, templates = [], [], [], [], [], [], []
     for p in prompts:
         start = p.text.find(p.subject)
         for c, prefix in enumerate(["", *prefixes]):
@@ -76,7 +78,10 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str], site: str = "su
                 owner.append(len(names))
                 names.append(joint)
             context.append(c)
-    return Versions(ids, last, owner, list(prefixes), names or list(index), context)
+            slots.append(p.slot)
+            templates.append(p.template)
+    return Versions(ids, last, owner, list(prefixes), names or list(index), context, slots,
+                    templates)
 
 
 class SubjectReader:

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 import torch
 
 from ..locate.trace import trace
-from ..measure.metrics import Candidates
 from ..measure.prompts import TEMPLATES, PromptSet, definitional
 from ..model.forward import last_token_logprobs
 from .edit import Edit, EditError, forward_order
@@ -34,7 +33,7 @@ from .keys import SITE_TOKEN, SubjectReader, check_site, generated_prefixes, ver
 from .norms import pre_norm_change
 from .solve import solve_update
 from .stats import key_second_moments
-from .targets import _pronoun_bias, optimise_targets
+from .targets import _pronoun_bias, optimise_targets, pronoun_columns
 
 # The templates an edit is fitted on by default: three contexts before the subject (so its key
 # is seen after "The" and after a clause) and continuations that lean he or she differently.
@@ -78,17 +77,47 @@ def choose_sites(located, site: str = "last") -> tuple[list, list, str]:
                         "the subject's last token in the trace")
 
 
-def _preserved(model, preserve, site: str):
+def _preserved(model, preserve, site: str, prompts: PromptSet | None = None):
     """`preserve` as a prompt set: "auto" is the train-split definitional words ("The king said
-    that") for a last-token edit, whose keys they share; nothing for the paper's subject edit."""
+    that") for a last-token edit, whose keys they share, in the fitted prompts' templates (each
+    with its pronoun slot); nothing for the paper's subject edit."""
     if isinstance(preserve, str):
         if preserve != "auto":
             raise EditError(f"preserve must be a PromptSet, None or 'auto', not {preserve!r}")
-        return definitional(model, split="train") if site == "last" else None
+        if site != "last":
+            return None
+        slots = {p.template: p.slot for p in prompts or ()
+                 if p.template and p.template.count("{}") == 1 and
+                 p.template == p.template.rstrip()}
+        return definitional(model, split="train", templates=list(slots) or TEMPLATES,
+                            slots=slots)
     return preserve
 
 
 MEASURED = 512
+
+
+def stronger(change: torch.Tensor, templates, strength: float) -> torch.Tensor:
+    """The change the targets ask for with its occupation-specific part scaled by `strength`.
+
+    A prompt's change is its template's mean change (what every occupation in that context
+    needs: the context's own lean, which an edit carries over to unseen occupations almost
+    whole) plus the rest (what this occupation needs: its stereotype, which a ridge solve
+    carries over to unseen keys only in part). Asking for `strength` × the rest makes the part
+    that carries over closer to all of it. templates: each row's template (None: scaled whole;
+    no list: every row scaled whole)."""
+    out = strength * change
+    if not templates:
+        return out
+    groups: dict = {}
+    for i, t in enumerate(templates):
+        if t is not None:
+            groups.setdefault(t, []).append(i)
+    for rows in groups.values():
+        idx = torch.tensor(rows, device=change.device)
+        mean = change[idx].mean(0, keepdim=True)
+        out[idx] = mean + strength * (change[idx] - mean)
+    return out
 
 
 def _evenly(n: int, most: int) -> list[int]:
@@ -116,7 +145,7 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
          preserve_weight: float = 0.1,
          n_prefixes: int | None = None, prefix_len: int = 8, iters: int = 6,
          clamp_norm: float = 1.5,
-         tol: float = 0.1,
+         tol: float = 0.1, strength: float = 1.0,
          stats_tokens: int = 20000, corpus=None, seed: int = 0, strict: bool = True,
          progress: bool | None = None) -> Edit:
     """Fit an LSDM edit that balances p(he) and p(she) on `prompts` (the model is left as it
@@ -136,20 +165,27 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
     preserve: prompts whose next-token prediction must stay as it is (e.g. definitional ones,
     "The king said that"): their keys join the solve with the unedited outputs as targets,
     weighted by preserve_weight; "auto" preserves the train-split definitional prompts for a
-    last-token edit and nothing for a subject edit. n_prefixes: generated prefixes per prompt
+    last-token edit (in the fitted prompts' templates) and nothing for a subject edit.
+    strength: how much of each occupation's own part of the balancing change to ask for (1: all
+    of it; more reaches further into unseen occupations and costs definitional gender, see
+    docs/editing.md). Each prompt is balanced on its own slot's pronouns (`Prompt.slot`: he/she,
+    him/her or his/her; `interp.prompts.contexts` fits all three). n_prefixes: generated prefixes per prompt
     (None: 0 at the last token, where they doubled the fit time and did not help; 1 at the
     subject, as ROME). The rest tunes the prefixes, the target optimisation and the
     statistics corpus (see their functions)."""
     prompts.require_nonempty()
     check_site(site)  # before a trace, which would take minutes
-    preserve = _preserved(model, preserve, site)
+    preserve = _preserved(model, preserve, site, prompts)
     if n_prefixes is None:
         n_prefixes = 0 if site == "last" else 1
     why = "given"
     if layers is None:
         kinds = ("mlp", "attn") if site == "last" else ("mlp",)
-        located = trace(model, prompts[:40], kinds=kinds, samples=3, seed=seed,
-                        progress=progress)
+        # the trace scores he/she: only prompts whose next word is a subject pronoun
+        subject_slot = PromptSet([p for p in prompts if p.slot == "subject"][:40],
+                                 name=prompts.name)
+        located = trace(model, subject_slot if len(subject_slot) else prompts[:40],
+                        kinds=kinds, samples=3, seed=seed, progress=progress)
         layers, chosen_attn, why = choose_sites(located, site)
         attn_layers = chosen_attn if attn_layers is None else attn_layers
     layers = sorted(set(int(l) for l in layers))
@@ -212,6 +248,10 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
             cur = reader.read(names, **resume)
             if i == 0:
                 first_out = cur[out_name]
+                if strength != 1.0:
+                    targets = first_out + stronger(targets - first_out,
+                                                   v.templates if site == "last" else None,
+                                                   strength)
             K = cur[key].T
             R = wanted(cur, targets)
             if preserved is not None:
@@ -234,10 +274,10 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
         # spaced (a forward over thousands of prompts would be a fifth of the fit); their bias
         # before came free with the targets' unedited run.
         measured = _evenly(len(prompts), MEASURED)
-        pair = Candidates.resolve(model).ids
-        after = _pronoun_bias(last_token_logprobs(
-            model, [prompts[i].input_ids for i in measured],
-            select=[pair["male"], pair["female"]], progress=False))
+        ids, columns = pronoun_columns(model, [prompts[i].slot for i in measured])
+        lp = last_token_logprobs(model, [prompts[i].input_ids for i in measured], select=ids,
+                                 progress=False)
+        after = _pronoun_bias(lp.gather(1, columns.to(lp.device)))
         clock.lap("measure")
     finally:
         with torch.no_grad():
@@ -251,6 +291,7 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
     meta = {
         "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
         "attn_layers": attn_layers, "sites_chosen": why, "lam": lam, "site": site,
+        "strength": strength,
         "seed": seed, "n_prefixes": n_prefixes,
         "prefixes": prefixes, "n_prompts": len(prompts),
         "preserve": None if preserve is None else {

@@ -1,4 +1,5 @@
-"""Targets: residual vectors that balance he and she at the edited token.
+"""Targets: residual vectors that balance the male and female pronoun at the edited token (he
+and she, or him and her, his and her where a prompt's next word is an object or possessive).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..measure import metrics
-from ..measure.metrics import Candidates
+from ..measure.metrics import SLOT_PRONOUNS, Candidates
 from ..model.runner import Runner, copy_cache, frozen, kv_prefix, pad_ids
 from .edit import EditError
 from .keys import Versions
@@ -89,8 +90,8 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     mean |log-odds| over all versions is under tol.
 
     Returns (targets h + δ (n, d_model) float64, report dict)."""
-    cands = Candidates.resolve(model)
-    pair = [cands.ids["male"], cands.ids["female"]]
+    pair, columns = pronoun_columns(model, v.slots or ["subject"] * len(v.ids))
+    columns = columns.to(model.device)
     down = Downstream(model, v, layer)
     dev, owner = model.device, down.owner
     n = int(owner.max()) + 1
@@ -106,7 +107,8 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
         pronouns' logits are computed: the unembedding is most of a top-layer edit's cost."""
         gaps = torch.zeros(len(v.ids), device=dev)
         for g, logits in down.logits(row_delta, select=pair):
-            gap = logits[:, 1] - logits[:, 0]
+            both = logits.gather(1, columns[g])
+            gap = both[:, 1] - both[:, 0]
             if backward:
                 gap.sum().backward()
             gaps[g] = gap.detach()
@@ -122,7 +124,7 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
                                       down.logits(row_delta)):
             ref, new = ref.log_softmax(-1), new.log_softmax(-1)
             kls[g] = (ref.exp() * (ref - new)).sum(-1)
-            unedited[g] = ref[:, pair]
+            unedited[g] = ref[:, pair].gather(1, columns[g])
         return kls, unedited
 
     members = [(owner == s).nonzero().squeeze(1) for s in range(n)]
@@ -178,6 +180,16 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
 
         warnings.warn(message, stacklevel=2)
     return (h0 + delta).double(), report
+
+
+def pronoun_columns(model, slots) -> tuple[list[int], torch.Tensor]:
+    """The token ids of every pronoun the slots need, and per slot the columns (male, female)
+    of its pair among them."""
+    pairs = {s: Candidates.resolve(model, dict(zip(("male", "female"), SLOT_PRONOUNS[s]))).ids
+             for s in dict.fromkeys(slots)}
+    ids = list(dict.fromkeys(i for p in pairs.values() for i in (p["male"], p["female"])))
+    col = {s: [ids.index(p["male"]), ids.index(p["female"])] for s, p in pairs.items()}
+    return ids, torch.tensor([col[s] for s in slots])
 
 
 def _pronoun_bias(logprobs: torch.Tensor) -> dict:
