@@ -765,9 +765,8 @@ def edit(
         located = None
         if chosen is None or verify:
             typer.echo("tracing the edit prompts to locate the edit's sites ...", err=True)
-            subject_slot = P.PromptSet([p for p in ps if p.slot == "subject"], name=ps.name)
-            located = run_trace(m, pick(subject_slot if len(subject_slot) else ps, 60, seed),
-                                kinds=("mlp", "attn"), seed=seed, progress=True)
+            located = run_trace(m, pick(ps.of_slot("subject"), 60, seed), kinds=("mlp", "attn"),
+                                seed=seed, progress=True)
         if chosen is None:
             chosen, traced_attn, why = choose_sites(located, site)
             attn = traced_attn if attn is None else attn

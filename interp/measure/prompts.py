@@ -134,6 +134,12 @@ class PromptSet(Sequence):
         parts = [f"{n} × {reason}" for reason, n in counts.most_common()]
         return f"dropped {len(self.dropped)}: " + "; ".join(parts)
 
+    def of_slot(self, slot: str) -> "PromptSet":
+        """The prompts whose next word is a pronoun of this slot (subject, object, possessive);
+        the whole set where none is (a trace scores he/she, so it wants the subject ones)."""
+        chosen = [p for p in self.prompts if p.slot == slot]
+        return PromptSet(chosen, name=self.name, dropped=self.dropped) if chosen else self
+
     def require_nonempty(self) -> "PromptSet":
         if not self.prompts:
             why = f" ({self.drop_summary()})" if self.dropped else ""

@@ -56,16 +56,16 @@ from ..common.errors import InterpError
 from ..model.forward import last_token_logprobs
 from . import prompts as P
 from .metrics import SLOT_PRONOUNS, Candidates
+from .direction import STEREOTYPED, put_direction
 from .suites.likelihood import _prefer, pair_logprobs
 from .suites.result import SuiteResult, _meta
-from .direction import STEREOTYPED, put_direction
 from .suites.stats import _put_mean
 
 FAMILIES = ("two_participants", "deep", "object_possessive", "sentence_pairs",
             "coreference_type1", "coreference_type2")
 COREFERENCE = {"coreference_type1": 1, "coreference_type2": 2}
 PARTS = ("all", "validation", "test")
-PAIR_MIN_STEREOTYPE = 0.1
+PAIR_MIN_STEREOTYPE = STEREOTYPED  # pro and anti need a stereotype
 
 
 def frames(family: str | None = None, part: str = "all") -> pd.DataFrame:

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 import torch
 
 from ..locate.trace import trace
-from ..measure.prompts import TEMPLATES, PromptSet, definitional
+from ..common.errors import TemplateError
+from ..measure.prompts import TEMPLATES, PromptSet, check_template, definitional
 from ..model.forward import last_token_logprobs
 from .edit import Edit, EditError, forward_order
 from .keys import SITE_TOKEN, SubjectReader, check_site, generated_prefixes, versions
@@ -86,12 +87,19 @@ def _preserved(model, preserve, site: str, prompts: PromptSet | None = None):
             raise EditError(f"preserve must be a PromptSet, None or 'auto', not {preserve!r}")
         if site != "last":
             return None
-        slots = {p.template: p.slot for p in prompts or ()
-                 if p.template and p.template.count("{}") == 1 and
-                 p.template == p.template.rstrip()}
+        slots = {p.template: p.slot for p in prompts or () if _is_template(p.template)}
         return definitional(model, split="train", templates=list(slots) or TEMPLATES,
                             slots=slots)
     return preserve
+
+
+def _is_template(text: str | None) -> bool:
+    """Whether a prompt's `template` is one `from_templates` can fill (records may carry any)."""
+    try:
+        check_template(text or "")
+    except TemplateError:
+        return False
+    return True
 
 
 MEASURED = 512
@@ -169,9 +177,9 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
     strength: how much of each occupation's own part of the balancing change to ask for (1: all
     of it; more reaches further into unseen occupations and costs definitional gender, see
     docs/editing.md). Each prompt is balanced on its own slot's pronouns (`Prompt.slot`: he/she,
-    him/her or his/her; `interp.prompts.contexts` fits all three). n_prefixes: generated prefixes per prompt
-    (None: 0 at the last token, where they doubled the fit time and did not help; 1 at the
-    subject, as ROME). The rest tunes the prefixes, the target optimisation and the
+    him/her or his/her; `interp.prompts.contexts` fits all three). n_prefixes: generated
+    prefixes per prompt (None: 0 at the last token, where they doubled the fit time and did
+    not help; 1 at the subject, as ROME). The rest tunes the prefixes, the target optimisation and the
     statistics corpus (see their functions)."""
     prompts.require_nonempty()
     check_site(site)  # before a trace, which would take minutes
@@ -181,11 +189,8 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
     why = "given"
     if layers is None:
         kinds = ("mlp", "attn") if site == "last" else ("mlp",)
-        # the trace scores he/she: only prompts whose next word is a subject pronoun
-        subject_slot = PromptSet([p for p in prompts if p.slot == "subject"][:40],
-                                 name=prompts.name)
-        located = trace(model, subject_slot if len(subject_slot) else prompts[:40],
-                        kinds=kinds, samples=3, seed=seed, progress=progress)
+        located = trace(model, prompts.of_slot("subject")[:40], kinds=kinds, samples=3,
+                        seed=seed, progress=progress)
         layers, chosen_attn, why = choose_sites(located, site)
         attn_layers = chosen_attn if attn_layers is None else attn_layers
     layers = sorted(set(int(l) for l in layers))
