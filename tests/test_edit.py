@@ -220,6 +220,23 @@ def test_subject_reader_equals_reading_each_version_alone(tiny):
     assert (first - plain).abs().max() < 1e-5 and (resumed - plain).abs().max() < 1e-5
 
 
+def test_versions_find_the_subject_where_its_template_put_it(tiny_llama):
+    # "man" also starts inside "manager", earlier in the text: the key is still read at the
+    # filled-in word, bare and behind a prefix (it used to be looked up by its first
+    # occurrence, which left the subject without a version and its keys NaN)
+    from interp.mitigate.keys import SubjectReader, versions
+
+    ps = P.from_templates(tiny_llama, ["The manager told the {} that"], ["man", "woman"])
+    v = versions(tiny_llama, ps, ["It was a long day"])
+    assert len(v.ids) == 4 and v.prompt == [0, 0, 1, 1]
+    for ids, last, owner in zip(v.ids, v.subject_last, v.prompt):
+        p = ps[owner]
+        assert ids[last] == p.input_ids[p.subject_span[1] - 1]
+        assert ids[last + 1:] == list(p.input_ids[p.subject_span[1]:])
+    name = tiny_llama.arch.hook("mlp_key", 0)
+    assert torch.isfinite(SubjectReader(tiny_llama, v).read([name])[name]).all()
+
+
 def test_last_token_versions_have_one_key_each(tiny_llama):
     from interp.mitigate.keys import versions
 

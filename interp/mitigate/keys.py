@@ -62,7 +62,7 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str], site: str = "su
     index = {s: i for i, s in enumerate(prompts.subjects())}
     ids, last, owner, context, names, slots, templates = [], [], [], [], [], [], []
     for p in prompts:
-        start = p.text.find(p.subject)
+        start = _subject_start(p)
         for c, prefix in enumerate(["", *prefixes]):
             joint = f"{prefix}. {p.text}" if prefix else p.text
             offset = len(joint) - len(p.text)
@@ -82,6 +82,16 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str], site: str = "su
             templates.append(p.template)
     return Versions(ids, last, owner, list(prefixes), names or list(index), context, slots,
                     templates)
+
+
+def _subject_start(p) -> int:
+    """Where the prompt's subject starts in its text: where its template put it, when the
+    template fills to the text ("The manager told the {} that" with "man": not inside
+    "manager"), else its first occurrence, as `from_records` found it."""
+    t = p.template or ""
+    if t.count("{}") == 1 and t.replace("{}", p.subject) == p.text:
+        return t.index("{}")
+    return p.text.find(p.subject)
 
 
 class SubjectReader:
