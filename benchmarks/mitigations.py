@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from importlib import resources
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -58,6 +57,7 @@ from interp.common.io import atomic_path  # noqa: E402
 from interp.measure.evaluate import evaluate  # noqa: E402
 from interp.mitigate.finetune import finetune  # noqa: E402
 from interp.mitigate.project import project, steer  # noqa: E402
+from interp.studies.corpus import gender_terms  # noqa: E402
 
 METHODS = ("lsdm-templates", "lsdm", "lsdm-strength", "lsdm-preserve", "lsdm-preserve-strength",
            "lsdm-terms-strength", "lsdm-subject", "ft", "cda", "project", "steer")
@@ -145,12 +145,10 @@ def gender_words(model, fitted) -> P.PromptSet:
     definitional words, in the templates (and pronoun slots) of the `fitted` prompts."""
     slots = {p.template: p.slot for p in fitted}
     keep = P.definitional(model, split="train", templates=list(slots), slots=slots)
-    with resources.files("interp.data").joinpath("gender_terms.csv").open() as f:
-        terms = pd.read_csv(f)
     taken = set(keep.subjects()) | set(P.definitional(model, split="test").subjects()) | PRONOUNS
     more = P.from_templates(model, list(slots), [
         {"subject": w, "expected": g, "definitional": 1.0 if g == "male" else -1.0}
-        for w, g in zip(terms["word"], terms["gender"]) if w not in taken], slots=slots)
+        for w, g in gender_terms().items() if w not in taken], slots=slots)
     return P.PromptSet([*keep, *more], name="definitional+terms-train")
 
 

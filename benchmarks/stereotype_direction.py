@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from importlib import resources
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -41,6 +40,7 @@ from interp.measure.evaluate import evaluate  # noqa: E402
 from interp.mitigate.keys import SubjectReader, versions  # noqa: E402
 from interp.mitigate.project import Steering  # noqa: E402
 from interp.report import markdown_table  # noqa: E402
+from interp.studies.corpus import gender_terms  # noqa: E402
 
 TEMPLATE = ["The {} said that"]  # the subject's last token reads only "The <subject>"
 PROBES = ("occupations only", "constrained", "+ terms")
@@ -79,11 +79,9 @@ def sets(model):
              "test occupations": P.professions(model, "test", templates=TEMPLATE),
              "definitional": P.definitional(model, split="train", templates=TEMPLATE),
              "held-out definitional": P.definitional(model, split="test", templates=TEMPLATE)}
-    with resources.files("interp.data").joinpath("gender_terms.csv").open() as f:
-        terms = pd.read_csv(f)
     taken = set(sets_["definitional"].subjects()) | set(sets_["held-out definitional"].subjects())
     sets_["terms"] = P.from_templates(model, TEMPLATE,
-                                      [w for w in terms["word"] if w not in taken])
+                                      [w for w in gender_terms() if w not in taken])
     return sets_
 
 
@@ -110,7 +108,8 @@ def probe_table(model, layers) -> tuple[pd.DataFrame, dict]:
             rows.append({"layer": l, "probe": name,
                          "r test occupations": _r(a["test occupations"] @ w, y_test),
                          "r held-out definitional": _r(a["held-out definitional"] @ w, d_test)})
-        directions[l] = (w, mean)
+            if name == PROBES[-1]:
+                directions[l] = (w, mean)
     return pd.DataFrame(rows), directions
 
 
