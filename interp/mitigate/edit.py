@@ -107,7 +107,11 @@ class Edit(Reversible):
     def delta(self, layer: int, component: str = "mlp") -> torch.Tensor:
         """The change of `component`'s weight at `layer`, (d_out, d_in) in float64."""
         U, V = self._factors(component)[layer]
-        return U.double() if V is None else U.double() @ V.double().T  # V None: U is dense
+        if V is None:  # U is the dense update
+            return U.double()
+        # Contiguous first: BLAS rounds a product of transposed views differently, so a fresh
+        # edit (whose solver returns views) and its saved copy would differ in the last bit.
+        return U.double().contiguous() @ V.double().contiguous().T
 
     def __repr__(self) -> str:
         ranks = {f"{c} {l}": "dense" if f[1] is None else f[0].shape[1]
