@@ -3,6 +3,10 @@ import os
 # Tests never reach a model hub: the bundled model and tiny random models are all they use.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `make test` runs two pytest-xdist workers on CI's two cores: one torch thread each (and in the
+# notebook kernels and CLI processes they start), where two threads each would fight for them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 # HTML figures only: a PNG costs seconds of kaleido where a Chromium is installed; test_figures
 # checks the PNG path on its own.
 os.environ["INTERP_PNG"] = "0"
@@ -16,6 +20,22 @@ __import__("atexit").register(__import__("shutil").rmtree, _CACHE, ignore_errors
 import pytest  # noqa: E402
 
 import interp  # noqa: E402
+
+
+# Files whose tests share nothing (no module fixture): under xdist they are dealt out one test at
+# a time and first, so the longest tests (a notebook runs for minutes) do not end the run on one
+# worker while the other waits. Every other file stays whole on one worker, so its module
+# fixtures (a fitted edit, a loaded model) are made once.
+INDEPENDENT = ("test_notebooks.py",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in INDEPENDENT)  # stable: file order kept
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            if item.path.name not in INDEPENDENT:
+                item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 @pytest.fixture(scope="session")
