@@ -22,22 +22,6 @@ import pytest  # noqa: E402
 import interp  # noqa: E402
 
 
-# Files whose tests share nothing (no module fixture): under xdist they are dealt out one test at
-# a time and first, so the longest tests (a notebook runs for minutes) do not end the run on one
-# worker while the other waits. Every other file stays whole on one worker, so its module
-# fixtures (a fitted edit, a loaded model) are made once.
-INDEPENDENT = ("test_notebooks.py",)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name not in INDEPENDENT)  # stable: file order kept
-    if config.pluginmanager.hasplugin("xdist"):
-        for item in items:
-            if item.path.name not in INDEPENDENT:
-                item.add_marker(pytest.mark.xdist_group(item.path.stem))
-
-
 @pytest.fixture(scope="session")
 def tiny_llama():
     return interp.load_model("tiny-llama")
