@@ -117,8 +117,10 @@ class Edit(Reversible):
         ranks = {f"{c} {l}": "dense" if f[1] is None else f[0].shape[1]
                  for c, l in self.sites() for f in [self._factors(c)[l]]}
         attn = f", attention layers={self.attn_layers}" if self.attn else ""
-        return (f"Edit(layers={self.layers}{attn}, rank per layer={ranks}, "
-                f"λ={self.meta.get('lam')}, fitted on {self.meta.get('fingerprint', '?')[:12]})")
+        method = self.meta.get("recipe", self.meta.get("method", "?"))
+        lam = f", λ={self.meta['lam']}" if "lam" in self.meta else ""
+        return (f"Edit({method}, layers={self.layers}{attn}, rank per layer={ranks}{lam}, "
+                f"fitted on {self.meta.get('fingerprint', '?')[:12]})")
 
     def _put(self, model) -> dict:
         """Add the updates to the model's weights in place; returns the weights they replaced."""
