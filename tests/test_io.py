@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 
 from interp.common.io import atomic_dir, atomic_write
@@ -28,3 +31,21 @@ def test_atomic_dir_keeps_old_output_on_failure(tmp_path):
     with atomic_dir(target) as d:
         (d / "b.txt").write_text("3")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+
+
+def test_atomic_outputs_have_the_mode_a_plain_write_gives(tmp_path):
+    # mkstemp and mkdtemp make 0600 / 0700: results must be as readable as any file written
+    # plainly under the same umask (0022 here: 0644 and 0755)
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "out.txt") as f:
+            f.write("x")
+        with atomic_dir(tmp_path / "run") as d:
+            (d / "a.txt").write_text("1")
+        (tmp_path / "plain.txt").write_text("x")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE((tmp_path / p).stat().st_mode)  # noqa: E731
+    assert mode("out.txt") == mode("plain.txt") == 0o644
+    assert mode("run") == mode("plain") == 0o755
