@@ -46,16 +46,16 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import interp  # noqa: E402
-from interp import EDIT_TEMPLATES  # noqa: E402
 from interp import capability as cap  # noqa: E402
 from interp import prompts as P  # noqa: E402
 from interp.common.io import atomic_path  # noqa: E402
 from interp.measure.evaluate import evaluate  # noqa: E402
-from interp.mitigate.finetune import finetune  # noqa: E402
+from interp.mitigate.debias import (COLUMNS, PERCENT, RULE, choose, read_table,  # noqa: E402
+                                    record, score)
+from interp.mitigate.recipes import RECIPES, fit_recipe, recipe_sites  # noqa: E402
 from interp.mitigate.project import project, steer  # noqa: E402
 from interp.studies.corpus import gender_terms  # noqa: E402
 
@@ -65,71 +65,16 @@ METHODS = ("lsdm-templates", "lsdm", "lsdm-strength", "lsdm-preserve", "lsdm-pre
 # docs/editing.md keeps their earlier table)
 DEFAULT_METHODS = ("lsdm-templates", "lsdm", "lsdm-strength", "lsdm-preserve-strength",
                    "lsdm-subject", "ft")
-# (suite, metric) → column. Direction first (50 / 0 = none), then size, then capability.
-COLUMNS = {
-    ("shapes.coreference_type1", "pairs_pro_preferred"): "coref 1 pairs %",
-    ("shapes.coreference_type2", "pairs_pro_preferred"): "coref 2 pairs %",
-    ("shapes.sentence_pairs", "pro_preferred"): "pairs %",
-    ("shapes.coreference_type1", "stereotype_following"): "coref 1 follows %",
-    ("shapes.coreference_type2", "stereotype_following"): "coref 2 follows %",
-    ("shapes.two_participants", "stereotype_following"): "two part. follows %",
-    ("shapes.deep", "stereotype_following"): "deep follows %",
-    ("shapes.object_possessive", "stereotype_following"): "obj/poss follows %",
-    ("shapes.sentence_pairs", "stereotype_following"): "pairs follows %",
-    ("occupations", "stereotype_following"): "test occ. follows %",
-    ("shapes.deep", "stereotype_correlation"): "deep r",
-    ("shapes.coreference_type2", "stereotype_correlation"): "coref 2 r",
-    ("occupations", "bls_correlation"): "test occ. r(BLS)",
-    ("shapes.sentence_pairs", "logp_pro_minus_anti"): "pairs margin",
-    ("shapes.coreference_type2", "pairs_logp_pro_minus_anti"): "coref 2 margin",
-    ("shapes.two_participants", "abs_logodds"): "two part. |lo|",
-    ("shapes.deep", "abs_logodds"): "deep |lo|",
-    ("shapes.object_possessive", "abs_logodds"): "obj/poss |lo|",
-    ("shapes.coreference_type1", "abs_logodds"): "coref 1 |lo|",
-    ("shapes.coreference_type2", "abs_logodds"): "coref 2 |lo|",
-    ("occupations", "abs_logodds"): "test occ. |lo|",
-    ("shapes.coreference_type2", "syntax_accuracy"): "syntax acc %",
-    ("definitional", "accuracy"): "definitional %",
-    ("facts", "accuracy"): "facts %",
-    ("perplexity", "perplexity"): "perplexity",
-    ("kl", "kl"): "KL",
-}
-PERCENT = ("definitional %", "facts %")  # accuracies in [0, 1] shown in percent
-SHARES = [c for c in COLUMNS.values() if c.endswith("%") and c not in
-          ("syntax acc %", *PERCENT)]
-SIZES = [c for c in COLUMNS.values() if c.endswith("|lo|")]
-
-
 def fit(method: str, model, args):
-    top = model.arch.n_layers - 1
-    mlp = list(range(max(0, top - 5), top + 1))
-    attn = [l for l in (26, 27) if l <= top] or [top]
-    keep = P.definitional(model, split="train")
-    kw = {"layers": mlp, "attn_layers": attn, "site": "last", "preserve_weight": 0.1,
-          "n_prefixes": 0, "progress": False}
-    if method == "lsdm-templates":
-        return interp.lsdm(model, P.professions(model, "train"), preserve=keep, **kw)
-    contexts = P.contexts(model, "train")
-    if method == "lsdm":
-        return interp.lsdm(model, contexts, **kw)
-    if method == "lsdm-strength":
-        return interp.lsdm(model, contexts, strength=2.0, **kw)
-    if method == "lsdm-preserve":
-        return interp.lsdm(model, contexts, **{**kw, "lam": 300.0, "preserve_weight": 1.0})
-    if method == "lsdm-preserve-strength":
-        return interp.lsdm(model, contexts, strength=1.5,
-                           **{**kw, "lam": 300.0, "preserve_weight": 1.0})
+    if method in RECIPES:  # what interp.debias runs, by the same code
+        return fit_recipe(model, method, steps=args.steps, lr=args.lr)
+    mlp, attn = recipe_sites(model)
     if method == "lsdm-terms-strength":
-        return interp.lsdm(model, contexts, strength=1.5, preserve=gender_words(model, contexts),
-                           **{**kw, "preserve_weight": 0.3})
-    if method == "lsdm-subject":
-        return interp.lsdm(model, P.professions(model, "train", templates=EDIT_TEMPLATES),
-                           layers=list(range(min(5, top + 1))), site="subject", progress=False)
+        contexts = P.contexts(model, "train")
+        return interp.lsdm(model, contexts, layers=mlp, attn_layers=attn, site="last",
+                           n_prefixes=0, strength=1.5, preserve=gender_words(model, contexts),
+                           preserve_weight=0.3, progress=False)
     train = P.professions(model, "train")
-    if method in ("ft", "cda"):
-        return finetune(model, train, layers=mlp, attn_layers=attn,
-                        objective="balance" if method == "ft" else "cda", preserve=keep,
-                        steps=args.steps, lr=args.lr, progress=False)
     if method == "project":
         return project(model, train, layers=mlp, attn_layers=attn)
     if method == "steer":
@@ -168,19 +113,6 @@ def measure(model, reference, part: str) -> dict:
     return row
 
 
-def score(row: pd.Series, base: pd.Series) -> float:
-    """The choosing rule (lower is better): the mean distance of the stereotype shares from 50
-    points, plus the mean remaining share of |log-odds| (×50, so that halving it is worth 25
-    points), plus 10 points per point of definitional accuracy or facts lost beyond the issue's
-    allowance (2 and 1 points) and per % of perplexity beyond +2%."""
-    direction = np.mean([abs(row[c] - 50) for c in SHARES])
-    size = 50 * np.mean([row[c] / base[c] for c in SIZES])
-    lost = (max(0.0, base["definitional %"] - row["definitional %"] - 2)
-            + max(0.0, base["facts %"] - row["facts %"] - 1)
-            + max(0.0, 100 * (row["perplexity"] / base["perplexity"] - 1) - 2))
-    return float(direction + size + 10 * lost)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -189,10 +121,21 @@ def main():
     ap.add_argument("--steps", type=int, default=150, help="FT and CDA optimiser steps.")
     ap.add_argument("--lr", type=float, default=1e-4, help="FT and CDA learning rate.")
     ap.add_argument("--out", default=None, help="Also write the tables here (markdown).")
+    ap.add_argument("--record", action="store_true",
+                    help="Write the recipe chosen on the validation part to "
+                         "interp/data/validated.csv, where interp.debias finds it.")
+    ap.add_argument("--rescore", default=None, metavar="TABLE.md",
+                    help="Fit nothing: score a table this script wrote again with the current "
+                         "rule (its validation part, as printed: 3 digits) and rewrite its "
+                         "score row; with --record, record the choice.")
     args = ap.parse_args()
+    if args.rescore and not os.path.isfile(args.rescore):
+        raise SystemExit(f"--rescore {args.rescore}: no such file")
     model = interp.load_model(args.model) if args.model else interp.load_model()
-    reference = cap.next_token_logprobs(model)
     print(f"{model!r}", flush=True)
+    if args.rescore:
+        return rescore(model, args)
+    reference = cap.next_token_logprobs(model)
     rows = {"validation": {}, "test": {}}
     for part in rows:
         rows[part]["unedited"] = {**measure(model, None, part), "fit s": 0.0}
@@ -207,12 +150,10 @@ def main():
     tables = {part: pd.DataFrame(r).T for part, r in rows.items()}
     val = tables["validation"]
     scores = {m: score(val.loc[m], val.loc["unedited"]) for m in val.index}
-    val["score (lower better)"] = pd.Series(scores)
+    val[SCORE] = pd.Series(scores)
     chosen = min((m for m in scores if m != "unedited"), key=scores.get)
     text = [f"# Mitigations on {model.name}", "",
-            f"Chosen on the validation part (score: mean distance of the stereotype shares from "
-            f"50, plus the |log-odds| left, plus capability lost beyond the allowance): "
-            f"**{chosen}**.", ""]
+            f"Chosen on the validation part (score: {RULE}): **{chosen}**.", ""]
     for part in ("validation", "test"):
         table = tables[part]
         with pd.option_context("display.width", 250, "display.max_columns", None,
@@ -224,6 +165,36 @@ def main():
     if args.out:
         with atomic_path(args.out) as tmp, open(tmp, "w") as f:
             f.write("\n".join(text) + "\n")
+    if args.record:
+        _record(model, scores, args.out or "benchmarks/mitigations.py")
+
+
+SCORE = "score (lower better)"
+
+
+def rescore(model, args) -> None:
+    """--rescore: the validation table of a written file scored again; its score row rewritten."""
+    text = open(args.rescore).read()
+    start = text.index("## validation part")
+    end = text.find("\n## ", start + 1) % (len(text) + 1)  # the next section, or the end
+    lines = text[start:end].splitlines()
+    table = read_table(args.rescore, "validation")  # methods × measures
+    head = list(table.index)
+    scores = {m: score(table.loc[m], table.loc["unedited"]) for m in head}
+    print("\n".join(f"{m:>24}  {s:.1f}" for m, s in scores.items()))
+    row = "| " + SCORE + " | " + " | ".join(f"{scores[m]:.3g}" for m in head) + " |"
+    new = [row if line.startswith(f"| {SCORE} |") else line for line in lines]
+    if not any(line.startswith(f"| {SCORE} |") for line in lines):
+        new.insert(max(i for i, line in enumerate(lines) if line.startswith("|")) + 1, row)
+    with atomic_path(args.rescore) as tmp, open(tmp, "w") as f:
+        f.write(text[:start] + "\n".join(new) + "\n" + text[end:])
+    if args.record:
+        _record(model, scores, args.rescore)
+
+
+def _record(model, scores: dict, table: str) -> None:
+    choice = choose(scores, model=model, table=table)
+    print(f"recorded in {record(choice)}: {choice.says()}")
 
 
 def _markdown(frame: pd.DataFrame) -> str:

@@ -36,6 +36,7 @@ from .measure.bias import BiasReport, bias
 from .measure.evaluate import EvalReport, evaluate
 from .measure.prompts import Prompt, PromptSet
 from .mitigate.alignez import RepresentationEdit, alignez
+from .mitigate.debias import debias
 from .mitigate.dpo import dpo, preference_margins
 from .mitigate.edit import Edit, EditError
 from .mitigate.lsdm import EDIT_TEMPLATES, LAST_TOKEN_TEMPLATES, lsdm
@@ -54,7 +55,7 @@ __all__ = [
     "StoryConsistency", "SweepResult",
     "TemplateError", "TokenizationError", "TraceComparison", "TraceResult", "TraceSpec",
     "UnsupportedArchitectureError", "Verification", "__version__", "alignez", "bias",
-    "capability", "dpo",
+    "capability", "debias", "dpo",
     "evaluate", "export", "load_model", "lsdm", "metrics", "persona_bias", "preference_margins",
     "preference_pairs", "prompts", "reward_audit", "run_sweep", "save_figure",
     "story_consistency", "suites", "trace", "verify", "wrap",

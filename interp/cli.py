@@ -1,4 +1,4 @@
-"""Command line: `interp info|bias|trace|edit|evaluate|export|sweep|demo`."""
+"""Command line: `interp info|bias|trace|edit|debias|evaluate|export|sweep|demo` and the studies."""
 
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ from .measure.capability import next_token_logprobs
 from .measure.evaluate import comparison_table
 from .measure.evaluate import evaluate as run_eval
 from .measure.prompts import pick
+from .mitigate.debias import debias as run_debias
+from .mitigate.debias import lookup as lookup_validated
 from .mitigate.edit import Edit
 from .mitigate.keys import check_site
 from .mitigate.lsdm import EDIT_TEMPLATES, choose_sites, last_token_sites, lsdm
+from .mitigate.recipes import RECIPES
 from .mitigate.verify import verify as run_verify
 from .model.load import load_model
 from .model.upstream import version_report
@@ -790,6 +793,45 @@ def edit(
         typer.echo(v.table())
 
 
+@app.command("debias")
+def debias_cmd(
+    model: Optional[str] = ModelOpt,
+    recipe: str = typer.Option("auto", help="auto: the recipe validated for this model "
+                               "(interp/data/validated.csv; lsdm where none was), or one of "
+                               + ", ".join(RECIPES) + "."),
+    steps: int = typer.Option(150, help="Optimiser steps of the ft and cda recipes."),
+    lr: float = typer.Option(1e-4, help="Learning rate of the ft and cda recipes."),
+    seed: int = typer.Option(0, help="Seed of the fit (and of --verify's trace)."),
+    out: Path = typer.Option(Path("runs/debias"), help="Output directory."),
+    verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
+):
+    """Debias with the recipe validated for this model and say which it ran and why: LSDM on
+    the bundled SmolLM2, CDA on Gemma 3 270M (benchmarks/mitigations.py chose them on a
+    validation part). Writes the edit file, which `evaluate` and `export` take."""
+    _checked(check.choice, recipe, ("auto", *RECIPES), "--recipe")
+    _checked(check.at_least, steps, 1, "--steps")
+    _checked(check.positive, lr, "--lr")
+    _checked(check.model, model)
+    m = _load(model)
+    try:
+        e = run_debias(m, recipe, steps=steps, lr=lr, seed=seed, progress=True)
+    except InterpError as err:
+        _fail(str(err))
+    typer.echo(f"ran {e.meta['chosen']}")
+    out.mkdir(parents=True, exist_ok=True)
+    e.save(out / "edit.safetensors")
+    typer.echo(repr(e))
+    typer.echo(f"wrote {out / 'edit.safetensors'}")
+    if verify:
+        located = run_trace(m, pick(P.professions(m, "train"), 60, seed), kinds=("mlp", "attn"),
+                            seed=seed, progress=True)
+        v = run_verify(m, e, located, progress=True)
+        v.save(out / "verification")
+        save_figure(v.plot(), out / "verification" / "trace_difference")
+        typer.echo("")
+        typer.echo(v.table())
+
+
 @app.command("export")
 def export_cmd(
     out: Path = typer.Argument(..., help="Output directory (hf) or file (safetensors, gguf)."),
@@ -927,10 +969,16 @@ def demo(
     for r in exports:
         typer.echo(r.summary())
     step("figures and report")
+    choice, _ = lookup_validated(m)
     written = demo_report(v, edit, located, exports, out=out, figures=figures,
                           seconds=time.time() - start, save_figure=save_figure,
-                          why=why, paper=(paper, paper_report))
+                          why=why, paper=(paper, paper_report),
+                          validated="" if choice is None else choice.says())
     typer.echo(headline(v.before, v.after, paper_report))
+    if choice is not None and choice.recipe != "lsdm":
+        typer.echo(f"\nThis demo shows LSDM's located edit; on this model the validation part "
+                   f"chose {choice.recipe} (score {choice.score:.1f}, "
+                   f"{choice.runner_up} {choice.runner_up_score:.1f}): `interp debias` runs it.")
     typer.echo("\n".join(f"wrote {p}" for p in written))
     typer.echo(f"\ndemo finished in {time.time() - start:.0f} s")
 

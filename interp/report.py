@@ -114,9 +114,10 @@ def comparison_markdown(before, after) -> str:
 
 
 def demo_report(v, edit, located, exports, *, out, figures, seconds: float, save_figure,
-                why: str = "", paper=None) -> list:
+                why: str = "", paper=None, validated: str = "") -> list:
     """Figures (trace before/after/difference, bias bars) and `out/report.md`. paper: (the
-    paper's edit, its EvalReport) for one more column."""
+    paper's edit, its EvalReport) for one more column; validated: what `interp.debias` would
+    run on this model and why (`Choice.says`)."""
     figures.mkdir(parents=True, exist_ok=True)
     written = []
     written += save_figure(located.plot(), figures / "trace_before")
@@ -148,6 +149,7 @@ def demo_report(v, edit, located, exports, *, out, figures, seconds: float, save
            f" The paper's edit, for comparison: LSDM at the "
            f"{SITE_TOKEN[paper_edit.meta.get('site', 'subject')]}, MLP layers "
            f"{paper_edit.meta.get('layers')}."), "",
+        *([f"`interp debias` on this model runs {validated}.", ""] if validated else []),
         "## Before and after", "", comparison_markdown(v.before, v.after), "",
         "## Indirect effects at the located sites", "",
         markdown_table(sites.round(4)), "",

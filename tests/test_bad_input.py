@@ -73,6 +73,10 @@ CASES = [
     ("edit --prompts {d}/malformed.jsonl", "malformed.jsonl:2"),
     ("edit --site middle", "middle"),
     ("edit -m {d}/unknown_family", "not supported"),
+    ("debias --recipe best", "best"),
+    ("debias --steps 0", "--steps"),
+    ("debias --lr -1", "--lr"),
+    ("debias -m tiny-foo", "tiny-foo"),
     ("export {d}/out --edit {d}/garbage.safetensors", "garbage.safetensors"),
     ("export {d}/out --edit {d}/other_model.safetensors", "tiny-llama"),
     ("export {d}/out --format onnx", "onnx"),
@@ -87,7 +91,7 @@ CASES = [
 ]
 
 COMMANDS = {"info", "bias", "trace", "evaluate", "audit", "stories", "dpo", "persona", "alignez",
-            "corpus", "edit", "export", "sweep", "demo"}
+            "corpus", "edit", "debias", "export", "sweep", "demo"}
 
 
 @pytest.fixture(scope="module")

@@ -120,3 +120,12 @@ def test_trace_engine_equals_reference_on_the_bundled_model(bundled):
                                 window=10, seed=1, cells=some)
     assert max(abs(got[k] - v) for k, v in ref.items()) <= 1e-4
 
+
+
+def test_interp_debias_finds_the_bundled_models_validated_recipe_by_fingerprint(bundled):
+    # interp/data/validated.csv holds the fingerprint of the weights benchmarks/mitigations.py
+    # measured: a change of how the bundled model loads would silently lose the match
+    from interp.mitigate.debias import lookup
+
+    found, how = lookup(bundled)
+    assert (found.recipe, how) == ("lsdm", "fingerprint")

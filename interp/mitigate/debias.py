@@ -1,0 +1,203 @@
+"""`debias`: fit the recipe validated for this model, and say which one it ran and why.
+
+No one recipe is best everywhere: on the bundled SmolLM2, LSDM fitted on every context scores
+best on the validation part of the held-out sentence shapes; on Gemma 3 270M, CDA does
+(docs/mitigations-*.md). benchmarks/mitigations.py measures the recipes on a validation part,
+chooses with `score` (fixed before any test number was seen) and, with --record, writes the
+choice to interp/data/validated.csv under the unedited model's name and fingerprint. `debias`
+looks the model up there: by fingerprint (the very weights that were measured), else by name
+(the same model loaded another way, e.g. in another dtype: said so), else it runs "lsdm" and
+says that nothing was validated for this model.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import math
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from pathlib import Path
+
+from ..common.io import atomic_path
+from .edit import Edit
+from .recipes import RECIPES, check_recipe, fit_recipe
+
+# benchmarks/mitigations.py's columns: (suite, metric) → column, direction first (50 / 0 =
+# none), then size, then capability. The choosing rule reads them by these names.
+COLUMNS = {
+    ("shapes.coreference_type1", "pairs_pro_preferred"): "coref 1 pairs %",
+    ("shapes.coreference_type2", "pairs_pro_preferred"): "coref 2 pairs %",
+    ("shapes.sentence_pairs", "pro_preferred"): "pairs %",
+    ("shapes.coreference_type1", "stereotype_following"): "coref 1 follows %",
+    ("shapes.coreference_type2", "stereotype_following"): "coref 2 follows %",
+    ("shapes.two_participants", "stereotype_following"): "two part. follows %",
+    ("shapes.deep", "stereotype_following"): "deep follows %",
+    ("shapes.object_possessive", "stereotype_following"): "obj/poss follows %",
+    ("shapes.sentence_pairs", "stereotype_following"): "pairs follows %",
+    ("occupations", "stereotype_following"): "test occ. follows %",
+    ("shapes.deep", "stereotype_correlation"): "deep r",
+    ("shapes.coreference_type2", "stereotype_correlation"): "coref 2 r",
+    ("occupations", "bls_correlation"): "test occ. r(BLS)",
+    ("shapes.sentence_pairs", "logp_pro_minus_anti"): "pairs margin",
+    ("shapes.coreference_type2", "pairs_logp_pro_minus_anti"): "coref 2 margin",
+    ("shapes.two_participants", "abs_logodds"): "two part. |lo|",
+    ("shapes.deep", "abs_logodds"): "deep |lo|",
+    ("shapes.object_possessive", "abs_logodds"): "obj/poss |lo|",
+    ("shapes.coreference_type1", "abs_logodds"): "coref 1 |lo|",
+    ("shapes.coreference_type2", "abs_logodds"): "coref 2 |lo|",
+    ("occupations", "abs_logodds"): "test occ. |lo|",
+    ("shapes.coreference_type2", "syntax_accuracy"): "syntax acc %",
+    ("definitional", "accuracy"): "definitional %",
+    ("facts", "accuracy"): "facts %",
+    ("perplexity", "perplexity"): "perplexity",
+    ("kl", "kl"): "KL",
+}
+PERCENT = ("definitional %", "facts %")  # accuracies in [0, 1] shown in percent
+SHARES = [c for c in COLUMNS.values() if c.endswith("%") and c not in
+          ("syntax acc %", *PERCENT)]
+SIZES = [c for c in COLUMNS.values() if c.endswith("|lo|")]
+# Issue 28's allowances: points of accuracy (syntax, definitional, facts) and % of perplexity
+# a debiased model may lose before the rule charges for it.
+ALLOWED = {"syntax acc %": 2.0, "definitional %": 2.0, "facts %": 1.0, "perplexity": 2.0}
+RULE = "direction + size + 10 x capability lost beyond the allowance (syntax counted)"
+
+
+def score(row, base) -> float:
+    """The choosing rule (lower is better), on a recipe's row and the unedited model's row of
+    validation measures (mappings keyed by `COLUMNS`' names): the mean distance of the
+    stereotype shares from 50 points, plus the mean remaining share of |log-odds| (×50, so that
+    halving it is worth 25 points), plus 10 points per point of syntax (type-2 coreference),
+    definitional or facts accuracy lost beyond the allowance (2, 2 and 1 points) and per % of
+    perplexity beyond +2%."""
+    direction = sum(abs(row[c] - 50) for c in SHARES) / len(SHARES)
+    size = 50 * sum(row[c] / base[c] for c in SIZES) / len(SIZES)
+    lost = sum(max(0.0, base[c] - row[c] - ALLOWED[c])
+               for c in ("syntax acc %", "definitional %", "facts %"))
+    lost += max(0.0, 100 * (row["perplexity"] / base["perplexity"] - 1) - ALLOWED["perplexity"])
+    return float(direction + size + 10 * lost)
+
+
+def read_table(path: str | Path, part: str = "validation"):
+    """One part's table of a docs/mitigations-*.md that benchmarks/mitigations.py wrote, as a
+    DataFrame of methods × measures (its 3-digit values; "—", not measured, is NaN)."""
+    import pandas as pd
+
+    text = Path(path).read_text()
+    start = text.index(f"## {part} part")
+    end = text.find("\n## ", start + 1)
+    rows = [line.strip() for line in text[start:None if end < 0 else end].splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    head = [c.strip() for c in rows[0].strip("|").split("|")][1:]
+    values = {}
+    for line in rows[1:]:
+        cells = line.strip("|").split("|")
+        # a measure's name may hold pipes itself ("deep |lo|"): the values are the last cells
+        name = "|".join(cells[:-len(head)]).strip()
+        values[name] = [float("nan") if c.strip() in ("—", "nan", "") else float(c)
+                        for c in cells[-len(head):]]
+    return pd.DataFrame(values, index=head)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One model's validated recipe, as benchmarks/mitigations.py --record wrote it."""
+
+    model: str
+    fingerprint: str
+    recipe: str
+    score: float
+    runner_up: str
+    runner_up_score: float
+    rule: str
+    scored: str
+    table: str
+
+    def says(self) -> str:
+        return (f"{self.recipe}: chosen for {self.model} on the validation part of the held-out "
+                f"sentence shapes (score {self.score:.1f}, runner-up {self.runner_up} "
+                f"{self.runner_up_score:.1f}; rule: {self.rule}; {self.table}, "
+                f"scored {self.scored})")
+
+
+def _default_records() -> Path:
+    return Path(str(resources.files("interp") / "data" / "validated.csv"))
+
+
+def choices(path: str | Path | None = None) -> list[Choice]:
+    """Every validated choice on record (interp/data/validated.csv unless `path`)."""
+    path = Path(path) if path is not None else _default_records()
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [Choice(**{**r, "score": float(r["score"]),
+                      "runner_up_score": float(r["runner_up_score"])}) for r in rows]
+
+
+def record(choice: Choice, path: str | Path | None = None) -> Path:
+    """Write `choice`, replacing the one for the same fingerprint (written atomically)."""
+    path = Path(path) if path is not None else _default_records()
+    kept = [c for c in choices(path) if c.fingerprint != choice.fingerprint] + [choice]
+    names = [f.name for f in fields(Choice)]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=names, lineterminator="\n")
+        w.writeheader()
+        for c in sorted(kept, key=lambda c: (c.model, c.fingerprint)):
+            w.writerow({**asdict(c), "score": f"{c.score:.2f}",
+                        "runner_up_score": f"{c.runner_up_score:.2f}"})
+    return path
+
+
+def choose(scores: dict[str, float], *, model, table: str) -> Choice:
+    """The `Choice` of the lowest score among `RECIPES` in `scores` (recipe → score; other
+    entries, such as "unedited" or a benchmark-only method, are not candidates)."""
+    ranked = sorted((s, r) for r, s in scores.items() if r in RECIPES and not math.isnan(s))
+    if len(ranked) < 2:
+        raise ValueError("choosing needs the scores of at least two recipes")
+    (best, name), (second, runner) = ranked[:2]
+    return Choice(model=model.name, fingerprint=model.fingerprint(), recipe=name, score=best,
+                  runner_up=runner, runner_up_score=second, rule=RULE,
+                  scored=datetime.date.today().isoformat(), table=table)
+
+
+def lookup(model, path: str | Path | None = None) -> tuple[Choice | None, str]:
+    """The validated choice for `model` and how it was matched ("fingerprint" or "name"), or
+    (None, "")."""
+    on_record = choices(path)
+    fingerprint = model.fingerprint()
+    for how, same in (("fingerprint", lambda c: c.fingerprint == fingerprint),
+                      ("name", lambda c: c.model == model.name)):
+        hits = [c for c in on_record if same(c)]
+        if hits:
+            return hits[0], how
+    return None, ""
+
+
+def debias(model, recipe: str = "auto", *, steps: int = 150, lr: float = 1e-4, seed: int = 0,
+           records: str | Path | None = None, progress: bool | None = None) -> Edit:
+    """Fit the recipe validated for `model` (recipe="auto") or the one named (see
+    `interp.mitigate.recipes.RECIPES`), on the train occupations; the model is left as it was.
+    The returned `Edit` says what ran and why: `meta["recipe"]`, `meta["recipe_does"]` and
+    `meta["chosen"]`. records: another validated.csv to look the model up in."""
+    if recipe == "auto":
+        choice, how = lookup(model, records)
+        if choice is None:
+            name = "lsdm"
+            why = (f"lsdm: no recipe was validated for {model.name} (interp/data/validated.csv "
+                   "has no entry for its fingerprint or name), so the one chosen on the bundled "
+                   "model; benchmarks/mitigations.py --record chooses one for this model")
+        else:
+            name = choice.recipe
+            why = choice.says() + ("" if how == "fingerprint" else
+                                   f"; matched by name: these weights' fingerprint "
+                                   f"{model.fingerprint()[:12]} is not the measured "
+                                   f"{choice.fingerprint[:12]}")
+    else:
+        name = check_recipe(recipe)
+        why = f"{name}: asked for"
+    edit = fit_recipe(model, name, steps=steps, lr=lr, seed=seed, progress=progress)
+    edit.meta["recipe"] = name
+    edit.meta["recipe_does"] = RECIPES[name]
+    edit.meta["chosen"] = why
+    return edit
