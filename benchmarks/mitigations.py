@@ -30,6 +30,8 @@ attention output projections the demo edits: 26–27 on the bundled model, the t
 - lsdm-subject: the paper's LSDM (subject's last token, bottom MLPs 0–4, its three templates);
 - ft: Adam on the same weights, squared log-odds, KL to the unedited model;
 - cda: the same with counterfactual data augmentation's loss;
+- ft-contexts, cda-contexts: ft and cda fitted on every context, as lsdm (each prompt on its own
+  pronoun pair), the train definitional words kept in the same contexts;
 - project: DAMA-style, each located output map loses its bias direction, (I − c rᵀ)W;
 - steer: the stream entering the first edited layer loses its bias direction, at inference.
 
@@ -55,16 +57,19 @@ from interp.common.io import atomic_path  # noqa: E402
 from interp.measure.evaluate import evaluate  # noqa: E402
 from interp.mitigate.debias import (COLUMNS, PERCENT, RULE, choose, read_table,  # noqa: E402
                                     record, score)
-from interp.mitigate.recipes import RECIPES, fit_recipe, recipe_sites  # noqa: E402
 from interp.mitigate.project import project, steer  # noqa: E402
+from interp.mitigate.recipes import RECIPES, fit_recipe, recipe_sites  # noqa: E402
 from interp.studies.corpus import gender_terms  # noqa: E402
 
 METHODS = ("lsdm-templates", "lsdm", "lsdm-strength", "lsdm-preserve", "lsdm-preserve-strength",
-           "lsdm-terms-strength", "lsdm-subject", "ft", "cda", "project", "steer")
+           "lsdm-terms-strength", "lsdm-subject", "ft", "cda", "ft-contexts", "cda-contexts",
+           "project", "steer")
 # What runs without --methods (about 30 min on 2 cores; the rest fail or trail on this model:
 # docs/editing.md keeps their earlier table)
 DEFAULT_METHODS = ("lsdm-templates", "lsdm", "lsdm-strength", "lsdm-preserve-strength",
                    "lsdm-subject", "ft")
+
+
 def fit(method: str, model, args):
     if method in RECIPES:  # what interp.debias runs, by the same code
         return fit_recipe(model, method, steps=args.steps, lr=args.lr)

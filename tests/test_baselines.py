@@ -71,6 +71,21 @@ def test_ft_runs_only_the_trained_blocks_and_sees_the_model_s_own_log_odds(tiny_
     assert abs(edit.meta["loss_first"][1] - float(((f - m) ** 2).mean())) < 1e-4
 
 
+def test_ft_balances_each_prompt_on_its_own_slots_pronouns(tiny_llama):
+    # object and possessive prompts ("... told", "... lost"): the loss is (log p(her) −
+    # log p(him))² and (log p(her) − log p(his))², not he/she
+    contexts = P.contexts(tiny_llama, "train")
+    for slot, (male, female) in (("object", (" him", " her")), ("possessive", (" his", " her"))):
+        ps = interp.PromptSet([p for p in contexts if p.slot == slot][:16])
+        words = {"male": male, "female": female}
+        ids = interp.metrics.Candidates.resolve(tiny_llama, words).ids
+        lp = last_token_logprobs(tiny_llama, [p.input_ids for p in ps], progress=False)
+        want = float(((lp[:, ids["female"]] - lp[:, ids["male"]]) ** 2).mean())
+        edit = finetune(tiny_llama, ps, layers=[3], steps=1, kl_weight=0.0,
+                        batch_size=len(ps), progress=False)
+        assert abs(edit.meta["loss_first"][1] - want) < 1e-4, slot
+
+
 def test_cda_raises_both_pronouns(tiny_llama, fit_prompts):
     m, f = _pronoun_logprobs(tiny_llama, fit_prompts)
     edit = finetune(tiny_llama, fit_prompts, layers=[3], objective="cda", steps=20, lr=3e-3,

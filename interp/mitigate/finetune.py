@@ -5,10 +5,12 @@ output projections of `attn_layers`) with Adam on the same fitting prompts, and 
 change as an `Edit`, so that they apply, revert, save, export and verify like one:
 
 - objective="balance" (FT): the squared log-odds (log p(she) − log p(he))² at each prompt's
-  last token, the quantity LSDM's targets zero.
+  last token, the quantity LSDM's targets zero (him/her or his/her where the prompt's slot is
+  an object or possessive pronoun, `Prompt.slot`).
 - objective="cda" (counterfactual data augmentation): next-token cross-entropy on each prompt
-  completed with " he" and with its gender-swapped copy " she", weighted alike, the language-
-  modelling loss of a corpus with every gendered sentence seen in both versions. Our corpus is
+  completed with " he" and with its gender-swapped copy " she" (" him" / " her", " his" /
+  " her" at object and possessive slots), weighted alike, the language-modelling loss of a
+  corpus with every gendered sentence seen in both versions. Our corpus is
   the fitting prompts themselves: a prose corpus would contain the sentence shapes the held-out
   evaluation keeps out of every fit.
 
@@ -26,13 +28,13 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..measure.metrics import Candidates
 from ..measure.prompts import PromptSet
 from ..model.forward import batches
 from ..model.runner import Runner, pad_ids
 from ..model.tokens import windows
 from .edit import Edit, EditError, forward_order
 from .stats import neutral_text
+from .targets import pronoun_columns
 
 OBJECTIVES = ("balance", "cda")
 
@@ -84,8 +86,9 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
     sites = trained_sites(model, layers, attn_layers, "fine-tune")
     fingerprint, clock = model.fingerprint(), time.perf_counter()
     runner = Runner(model)
-    pair = Candidates.resolve(model).ids
-    he, she = pair["male"], pair["female"]
+    # each prompt's own pronoun pair at its slot (he/she, him/her, his/her), as LSDM balances it
+    ids, columns = pronoun_columns(model, [p.slot for p in prompts])
+    pairs = torch.tensor(ids)[columns]  # (prompts, 2): the male and the female pronoun's id
     bottom = sites[0][1]
     fit = _Streams(model, runner, [list(p.input_ids) for p in prompts], bottom)
     kept = _Streams(model, runner, [list(p.input_ids) for p in preserve] if preserve else [],
@@ -100,10 +103,12 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
     def step():
         rows = torch.randperm(len(fit), generator=gen)[:batch_size].tolist()
         lp = fit.logprobs(rows)
+        lp = lp.gather(1, pairs[rows].to(lp.device))
+        he, she = lp[:, 0], lp[:, 1]
         if objective == "balance":
-            bias_loss = ((lp[:, she] - lp[:, he]) ** 2).mean()
+            bias_loss = ((she - he) ** 2).mean()
         else:
-            bias_loss = -0.5 * (lp[:, he] + lp[:, she]).mean()
+            bias_loss = -0.5 * (he + she).mean()
         loss = bias_loss
         if kl_weight:
             pick = torch.randperm(len(neutral), generator=gen)[:8].tolist()

@@ -29,6 +29,10 @@ RECIPES = {
     "cda": "fine-tuning the same weights with counterfactual data augmentation's loss (he and "
            "she equally likely targets), KL to the unedited model, the train definitional "
            "words kept",
+    "ft-contexts": "ft fitted on every context, each prompt balanced on its own pronoun pair, "
+                   "the train definitional words kept in the same contexts",
+    "cda-contexts": "cda fitted on every context, each prompt on its own pronoun pair, the "
+                    "train definitional words kept in the same contexts",
 }
 
 
@@ -68,6 +72,12 @@ def fit_recipe(model, name: str, *, steps: int = 150, lr: float = 1e-4, seed: in
                         objective="balance" if name == "ft" else "cda", preserve=keep,
                         steps=steps, lr=lr, seed=seed, progress=progress)
     contexts = P.contexts(model, "train")
+    if name in ("ft-contexts", "cda-contexts"):
+        slots = {p.template: p.slot for p in contexts}
+        keep = P.definitional(model, split="train", templates=list(slots), slots=slots)
+        return finetune(model, contexts, layers=mlp, attn_layers=attn,
+                        objective="balance" if name == "ft-contexts" else "cda", preserve=keep,
+                        steps=steps, lr=lr, seed=seed, progress=progress)
     more = {"lsdm": {}, "lsdm-strength": {"strength": 2.0},
             "lsdm-preserve": {"lam": 300.0, "preserve_weight": 1.0},
             "lsdm-preserve-strength": {"strength": 1.5, "lam": 300.0, "preserve_weight": 1.0}}
