@@ -76,6 +76,28 @@ def test_measure_matches_a_plain_forward(tiny_llama):
         assert row.abs_gap == pytest.approx(abs(pm - pf), rel=1e-3, abs=1e-9)
 
 
+def test_each_prompt_is_scored_on_its_own_slots_pronouns(tiny_llama):
+    # "contexts" mixes subject, object and possessive slots: "The nurse told" → him / her
+    ctx = P.contexts(tiny_llama, "test")
+    ps = interp.PromptSet([p for s in ("subject", "object", "possessive")
+                           for p in ctx if p.slot == s][::40])
+    assert {p.slot for p in ps} == {"subject", "object", "possessive"}
+    report = interp.bias(tiny_llama, ps)
+    words = {"subject": (" he", " she"), "object": (" him", " her"),
+             "possessive": (" his", " her")}
+    for p, row in zip(ps, report.frame.itertuples()):
+        male, female = (tiny_llama.tokenizer(w, add_special_tokens=False)["input_ids"][0]
+                        for w in words[p.slot])
+        with torch.no_grad():
+            lp = tiny_llama.hf(torch.tensor([p.input_ids])).logits[0, -1].log_softmax(-1)
+        assert row.slot == p.slot
+        assert row.logodds == pytest.approx((lp[female] - lp[male]).item(), abs=1e-4)
+    assert report.meta["candidates"]["object"]["male"] == " him"
+    # candidates given: every prompt on those
+    given = interp.bias(tiny_llama, ps, candidates=M.Candidates.resolve(tiny_llama))
+    assert "slot" not in given.frame and given.meta["candidates"]["male"] == " he"
+
+
 def test_report_summary_save_load_and_plot(tmp_path, tiny_llama):
     sets = {"train": P.professions(tiny_llama, "train", templates=P.TEMPLATES[:1]),
             "definitional": P.definitional(tiny_llama, templates=P.TEMPLATES[:1])}

@@ -15,15 +15,38 @@ from . import metrics
 from .prompts import PromptSet
 
 
+# The neutral pronoun beside each slot's pair (metrics.SLOT_PRONOUNS), for p_neutral.
+SLOT_NEUTRAL = {"subject": " they", "object": " them", "possessive": " their"}
+
+
+def slot_candidates(model, slot: str) -> metrics.Candidates:
+    """The candidates a prompt of this slot is scored on: "The nurse told" → him / her / them."""
+    male, female = metrics.SLOT_PRONOUNS[slot]
+    return metrics.Candidates.resolve(model, {"male": male, "female": female,
+                                              "neutral": SLOT_NEUTRAL[slot]})
+
+
 def measure(model, prompts: PromptSet, *, candidates: metrics.Candidates | None = None,
             batch_size: int = 64, progress: bool | None = None) -> pd.DataFrame:
-    """One row per prompt: the candidates' probabilities and every outcome measure."""
+    """One row per prompt: the candidates' probabilities and every outcome measure. Without
+    `candidates`, each prompt is scored on its own slot's pronouns (he/she/they, him/her/them
+    or his/her/their: `Prompt.slot`); with them, every prompt on those."""
     prompts.require_nonempty()
-    cands = candidates or metrics.Candidates.resolve(model)
-    logp = last_token_logprobs(model, [p.input_ids for p in prompts], select=cands.token_ids,
-                               batch_size=batch_size, progress=progress).double().numpy()
+    slots = [p.slot for p in prompts] if candidates is None else ["given"] * len(prompts)
+    logp = None
+    for slot in dict.fromkeys(slots):
+        cands = candidates or slot_candidates(model, slot)
+        rows = [i for i, s in enumerate(slots) if s == slot]
+        part = last_token_logprobs(model, [prompts[i].input_ids for i in rows],
+                                   select=cands.token_ids, batch_size=batch_size,
+                                   progress=progress).double().numpy()
+        if logp is None:
+            logp = np.empty((len(prompts), part.shape[1]))
+        logp[rows] = part
     frame = prompts.to_frame()[["prompt_id", "text", "subject", "template", "split",
                                 "stereotypical", "definitional", "expected"]]
+    if candidates is None:
+        frame["slot"] = slots
     for j, role in enumerate(cands.roles):
         frame[f"p_{role}"] = np.exp(logp[:, j])
     lm, lf = logp[:, cands.roles.index("male")], logp[:, cands.roles.index("female")]
@@ -124,14 +147,18 @@ class BiasReport:
 def bias(model, prompt_sets: PromptSet | Mapping[str, PromptSet], *,
          candidates: metrics.Candidates | None = None, batch_size: int = 64,
          progress: bool | None = None) -> BiasReport:
-    """Measure the model's pronoun bias on each prompt set."""
+    """Measure the model's pronoun bias on each prompt set: each prompt on its own slot's
+    pronouns (he/she, him/her, his/her), unless `candidates` names one set for all."""
     if isinstance(prompt_sets, PromptSet):
         prompt_sets = {prompt_sets.name: prompt_sets}
-    cands = candidates or metrics.Candidates.resolve(model)
     frames = []
     for name, ps in prompt_sets.items():
-        f = measure(model, ps, candidates=cands, batch_size=batch_size, progress=progress)
+        f = measure(model, ps, candidates=candidates, batch_size=batch_size, progress=progress)
         f.insert(0, "set", name)
         frames.append(f)
-    meta = {"model": model.name, "fingerprint": model.fingerprint(), "candidates": cands.words}
+    used = sorted({p.slot for ps in prompt_sets.values() for p in ps})
+    words = (candidates.words if candidates is not None else
+             {s: slot_candidates(model, s).words for s in used} if used != ["subject"] else
+             slot_candidates(model, "subject").words)
+    meta = {"model": model.name, "fingerprint": model.fingerprint(), "candidates": words}
     return BiasReport(pd.concat(frames, ignore_index=True), meta)
