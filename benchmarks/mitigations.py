@@ -129,15 +129,23 @@ def main():
     ap.add_argument("--record", action="store_true",
                     help="Write the recipe chosen on the validation part to "
                          "interp/data/validated.csv, where interp.debias finds it.")
+    ap.add_argument("--merge", default=None, metavar="RUN.md",
+                    help="With --rescore: first add RUN.md's method columns to TABLE.md's "
+                         "tables (both parts; their unedited columns must be equal).")
     ap.add_argument("--rescore", default=None, metavar="TABLE.md",
                     help="Fit nothing: score a table this script wrote again with the current "
                          "rule (its validation part, as printed: 3 digits) and rewrite its "
                          "score row; with --record, record the choice.")
     args = ap.parse_args()
-    if args.rescore and not os.path.isfile(args.rescore):
-        raise SystemExit(f"--rescore {args.rescore}: no such file")
+    for given in (args.rescore, args.merge):
+        if given and not os.path.isfile(given):
+            raise SystemExit(f"{given}: no such file")
+    if args.merge and not args.rescore:
+        raise SystemExit("--merge RUN.md needs --rescore TABLE.md, the table to add it to")
     model = interp.load_model(args.model) if args.model else interp.load_model()
     print(f"{model!r}", flush=True)
+    if args.merge:
+        merge(args.rescore, args.merge)
     if args.rescore:
         return rescore(model, args)
     reference = cap.next_token_logprobs(model)
@@ -197,6 +205,31 @@ def rescore(model, args) -> None:
         _record(model, scores, args.rescore)
 
 
+def merge(into: str, run: str) -> None:
+    """--merge: RUN's method columns added to INTO's tables, part by part (rows as INTO has
+    them, RUN's other rows after), once RUN's unedited column is checked equal to INTO's."""
+    text = open(into).read()
+    for part in ("validation", "test"):
+        old, new = read_table(into, part), read_table(run, part)
+        measures = [c for c in old.columns if c in new.columns and c != SCORE]
+        a, b = old.loc["unedited", measures], new.loc["unedited", measures]
+        differ = [c for c in measures if not (a[c] == b[c] or (pd.isna(a[c]) and pd.isna(b[c])))]
+        if differ:
+            raise SystemExit(f"{run}: its unedited {part} part differs from {into}'s in "
+                             f"{differ}: not the same model or measures; nothing merged")
+        added = new.drop(index="unedited", columns=[SCORE], errors="ignore")
+        both = pd.concat([old.drop(columns=[SCORE], errors="ignore"), added])
+        both = both[[*[c for c in old.columns if c != SCORE],
+                     *[c for c in added.columns if c not in old.columns]]]
+        start = text.index(f"## {part} part")
+        first = text.index("\n|", start) + 1
+        end = text.find("\n\n", first) % (len(text) + 1)
+        text = text[:first] + _markdown(both.T).rstrip("\n") + text[end:]
+    with atomic_path(into) as tmp, open(tmp, "w") as f:
+        f.write(text)
+    print(f"merged {run}'s columns into {into}")
+
+
 def _record(model, scores: dict, table: str) -> None:
     choice = choose(scores, model=model, table=table)
     print(f"recorded in {record(choice)}: {choice.says()}")
@@ -205,8 +238,8 @@ def _record(model, scores: dict, table: str) -> None:
 def _markdown(frame: pd.DataFrame) -> str:
     lines = ["| | " + " | ".join(str(c) for c in frame.columns) + " |",
              "|---" * (len(frame.columns) + 1) + "|"]
-    lines += ["| " + " | ".join([str(i), *(f"{v:.3g}" for v in row)]) + " |"
-              for i, row in zip(frame.index, frame.to_numpy())]
+    lines += ["| " + " | ".join([str(i), *("—" if pd.isna(v) else f"{v:.3g}" for v in row)])
+              + " |" for i, row in zip(frame.index, frame.to_numpy())]
     return "\n".join(lines) + "\n"
 
 

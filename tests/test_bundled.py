@@ -128,4 +128,4 @@ def test_interp_debias_finds_the_bundled_models_validated_recipe_by_fingerprint(
     from interp.mitigate.debias import lookup
 
     found, how = lookup(bundled)
-    assert (found.recipe, how) == ("lsdm", "fingerprint")
+    assert (found.model, how) == ("smollm2-135m-instruct", "fingerprint")

@@ -45,7 +45,7 @@ def test_gemma_loads_by_name_with_plain_transformers_logits(gemma):
     assert interp.model.fingerprint.weights_fingerprint(plain.state_dict()) == gemma.fingerprint()
     # interp.debias finds the recipe validated on these very weights (interp/data/validated.csv)
     found, how = interp.mitigate.debias.lookup(gemma)
-    assert (found.recipe, how) == ("cda", "fingerprint")
+    assert (found.model, how) == ("gemma-3-270m", "fingerprint")
     # The bias the issue reported: after "The nurse said that", she far above he.
     c = Candidates.resolve(gemma).ids
     lp = interp.model.forward.last_token_logprobs(gemma, [gemma.tokenizer(TEXTS[0])["input_ids"]])

@@ -1,8 +1,7 @@
 """`debias`: fit the recipe validated for this model, and say which one it ran and why.
 
-No one recipe is best everywhere: on the bundled SmolLM2, LSDM fitted on every context scores
-best on the validation part of the held-out sentence shapes; on Gemma 3 270M, CDA does
-(docs/mitigations-*.md). benchmarks/mitigations.py measures the recipes on a validation part,
+No one recipe is best everywhere: the validation part of the held-out sentence shapes chooses
+different recipes on the bundled SmolLM2 and on Gemma 3 270M (docs/mitigations-*.md). benchmarks/mitigations.py measures the recipes on a validation part,
 chooses with `score` (fixed before any test number was seen) and, with --record, writes the
 choice to interp/data/validated.csv under the unedited model's name and fingerprint. `debias`
 looks the model up there: by fingerprint (the very weights that were measured), else by name
