@@ -805,9 +805,9 @@ def debias_cmd(
     out: Path = typer.Option(Path("runs/debias"), help="Output directory."),
     verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
 ):
-    """Debias with the recipe validated for this model and say which it ran and why: LSDM on
-    the bundled SmolLM2, CDA on Gemma 3 270M (benchmarks/mitigations.py chose them on a
-    validation part). Writes the edit file, which `evaluate` and `export` take."""
+    """Debias with the recipe validated for this model (benchmarks/mitigations.py chose it on
+    a validation part of held-out sentences; interp/data/validated.csv) and say which it ran
+    and why. Writes the edit file, which `evaluate` and `export` take."""
     _checked(check.choice, recipe, ("auto", *RECIPES), "--recipe")
     _checked(check.at_least, steps, 1, "--steps")
     _checked(check.positive, lr, "--lr")
@@ -910,10 +910,11 @@ def demo(
                                         "bundled one: gemma-3-270m, a path, or tiny-llama "
                                         "(every step in seconds)."),
 ):
-    """The whole loop on the bundled model (or --model): trace train prompts, choose the edit's
-    sites from the trace, fit LSDM at the last token (MLP and attention), fit the paper's
-    subject edit for comparison, re-trace and evaluate before/after (bias on held-out sentence
-    shapes first), export, and write figures and a report."""
+    """The whole loop on the bundled model (or --model): trace train prompts, fit the recipe
+    validated for the model (interp.debias; where none was, LSDM at the last token at the sites
+    the trace chose), fit the paper's subject edit for comparison, re-trace and evaluate
+    before/after (bias on held-out sentence shapes first), export, and write figures and a
+    report."""
     _checked(check.at_least, trace_prompts, 1, "--trace-prompts")
     _checked(check.model, model)
     start = time.time()
@@ -933,14 +934,25 @@ def demo(
                         progress=True)
     mlp_layers, attn_layers, why = last_token_sites(located)
     typer.echo(f"edit sites: MLP {mlp_layers} and attention {attn_layers}, because {why}")
-    # every fitting context: the subject-pronoun templates and the object/possessive ones,
-    # with the train-split definitional words kept in the same contexts ("auto")
-    train = P.contexts(m, "train")
-    n_templates = len({p.template for p in train})
-    step(f"fit LSDM at the last token on {len(train.subjects())} train occupations × "
-         f"{n_templates} contexts (definitional train words preserved)")
-    edit = lsdm(m, train, layers=mlp_layers, attn_layers=attn_layers, site="last",
-                n_prefixes=0, preserve="auto", preserve_weight=0.1, seed=0, progress=True)
+    choice, _ = lookup_validated(m)
+    if choice is not None:
+        # the recipe benchmarks/mitigations.py chose for this model on a validation part
+        step(f"fit {choice.recipe}, the recipe validated for this model, on the train "
+             f"occupations (interp.debias; {choice.table})")
+        edit = run_debias(m, progress=True)
+        typer.echo(f"ran {edit.meta['chosen']}")
+        why = (f"they are the recipe's (the top six MLPs and its attention layers); the trace "
+               f"chose MLP {mlp_layers} and attention {attn_layers}, because {why}")
+    else:
+        # every fitting context: the subject-pronoun templates and the object/possessive ones,
+        # with the train-split definitional words kept in the same contexts ("auto")
+        train = P.contexts(m, "train")
+        n_templates = len({p.template for p in train})
+        step(f"fit LSDM at the last token on {len(train.subjects())} train occupations × "
+             f"{n_templates} contexts (definitional train words preserved; no recipe was "
+             "validated for this model)")
+        edit = lsdm(m, train, layers=mlp_layers, attn_layers=attn_layers, site="last",
+                    n_prefixes=0, preserve="auto", preserve_weight=0.1, seed=0, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     edit.save(out / "edit.safetensors")
     typer.echo(repr(edit))
@@ -969,16 +981,10 @@ def demo(
     for r in exports:
         typer.echo(r.summary())
     step("figures and report")
-    choice, _ = lookup_validated(m)
     written = demo_report(v, edit, located, exports, out=out, figures=figures,
                           seconds=time.time() - start, save_figure=save_figure,
-                          why=why, paper=(paper, paper_report),
-                          validated="" if choice is None else choice.says())
+                          why=why, paper=(paper, paper_report))
     typer.echo(headline(v.before, v.after, paper_report))
-    if choice is not None and choice.recipe != "lsdm":
-        typer.echo(f"\nThis demo shows LSDM's located edit; on this model the validation part "
-                   f"chose {choice.recipe} (score {choice.score:.1f}, "
-                   f"{choice.runner_up} {choice.runner_up_score:.1f}): `interp debias` runs it.")
     typer.echo("\n".join(f"wrote {p}" for p in written))
     typer.echo(f"\ndemo finished in {time.time() - start:.0f} s")
 

@@ -113,11 +113,29 @@ def comparison_markdown(before, after) -> str:
     return text
 
 
+def _edit_text(edit) -> str:
+    """What the edit is, in a sentence: LSDM's sites, λ and how far its targets were reached;
+    a fine-tune's recipe, sites and steps."""
+    m = edit.meta
+    name = m.get("recipe", m.get("method"))
+    if m.get("method") == "lsdm":
+        t = m.get("targets", {})
+        return (f"{name.upper() if name == 'lsdm' else name} at the "
+                f"{SITE_TOKEN[m.get('site', 'subject')]}: MLP layers {m.get('layers')}, "
+                f"attention layers {m.get('attn_layers')}, λ = {m.get('lam')}, "
+                f"{m.get('n_prompts')} prompts; targets reached mean |log-odds| "
+                f"{t.get('abs_logodds_before', float('nan')):.3f} → "
+                f"{t.get('abs_logodds_after', float('nan')):.3f}.")
+    first, last = (m.get(k, [float("nan")])[-1] for k in ("loss_first", "loss_last"))
+    return (f"{name} ({m.get('recipe_does', m.get('objective', ''))}): MLP layers "
+            f"{m.get('layers')}, attention layers {m.get('attn_layers')}, {m.get('n_prompts')} "
+            f"prompts, {m.get('steps')} optimiser steps; bias loss {first:.3g} → {last:.3g}.")
+
+
 def demo_report(v, edit, located, exports, *, out, figures, seconds: float, save_figure,
-                why: str = "", paper=None, validated: str = "") -> list:
+                why: str = "", paper=None) -> list:
     """Figures (trace before/after/difference, bias bars) and `out/report.md`. paper: (the
-    paper's edit, its EvalReport) for one more column; validated: what `interp.debias` would
-    run on this model and why (`Choice.says`)."""
+    paper's edit, its EvalReport) for one more column."""
     figures.mkdir(parents=True, exist_ok=True)
     written = []
     written += save_figure(located.plot(), figures / "trace_before")
@@ -125,7 +143,6 @@ def demo_report(v, edit, located, exports, *, out, figures, seconds: float, save
     written += save_figure(v.plot(), figures / "trace_difference")
     written += save_figure(bias_figure(v.before, v.after), figures / "bias_before_after")
     sites = v.sites()
-    t = edit.meta.get("targets", {})
     paper_edit, paper_report = paper if paper is not None else (None, None)
     lines = [
         f"# interp demo: locate and remove gender bias in {edit.meta.get('model', 'the model')}",
@@ -140,16 +157,12 @@ def demo_report(v, edit, located, exports, *, out, figures, seconds: float, save
         f"{edit.meta.get('layers')} and attention {edit.meta.get('attn_layers')}"
         + (f", because {why}." if why else "."), "",
         "## Edit", "",
-        f"LSDM at the {SITE_TOKEN[edit.meta.get('site', 'subject')]}: MLP layers "
-        f"{edit.meta.get('layers')}, attention layers {edit.meta.get('attn_layers')}, "
-        f"λ = {edit.meta.get('lam')}, {edit.meta.get('n_prompts')} prompts; targets reached "
-        f"mean |log-odds| {t.get('abs_logodds_before', float('nan')):.3f} → "
-        f"{t.get('abs_logodds_after', float('nan')):.3f}."
+        _edit_text(edit)
         + ("" if paper_edit is None else
            f" The paper's edit, for comparison: LSDM at the "
            f"{SITE_TOKEN[paper_edit.meta.get('site', 'subject')]}, MLP layers "
            f"{paper_edit.meta.get('layers')}."), "",
-        *([f"`interp debias` on this model runs {validated}.", ""] if validated else []),
+        *([f"Why this recipe: {edit.meta['chosen']}.", ""] if edit.meta.get("chosen") else []),
         "## Before and after", "", comparison_markdown(v.before, v.after), "",
         "## Indirect effects at the located sites", "",
         markdown_table(sites.round(4)), "",

@@ -133,3 +133,15 @@ def test_choice_says_what_it_is():
     c = Choice("m", "f" * 32, "cda", 31.29, "lsdm-templates", 35.94, "rule", "2026-12-06", "t.md")
     assert c.says().startswith("cda: chosen for m on the validation part")
     assert "runner-up lsdm-templates 35.9" in c.says()
+
+
+def test_the_demo_report_says_what_ran(tiny_llama):
+    from interp.report import _edit_text
+
+    tuned = debias(tiny_llama, "cda", steps=2, progress=False)
+    text = _edit_text(tuned)
+    assert text.startswith("cda (fine-tuning the same weights") and "2 optimiser steps" in text
+    assert f"MLP layers {tuned.layers}" in text
+    solved = debias(tiny_llama, "lsdm-templates", progress=False)
+    text = _edit_text(solved)
+    assert text.startswith("lsdm-templates at the last token") and "λ = 3000.0" in text
