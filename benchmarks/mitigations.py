@@ -187,20 +187,13 @@ SCORE = "score (lower better)"
 
 def rescore(model, args) -> None:
     """--rescore: the validation table of a written file scored again; its score row rewritten."""
-    text = open(args.rescore).read()
-    start = text.index("## validation part")
-    end = text.find("\n## ", start + 1) % (len(text) + 1)  # the next section, or the end
-    lines = text[start:end].splitlines()
     table = read_table(args.rescore, "validation")  # methods × measures
-    head = list(table.index)
-    scores = {m: score(table.loc[m], table.loc["unedited"]) for m in head}
+    scores = {m: score(table.loc[m], table.loc["unedited"]) for m in table.index}
     print("\n".join(f"{m:>24}  {s:.1f}" for m, s in scores.items()))
-    row = "| " + SCORE + " | " + " | ".join(f"{scores[m]:.3g}" for m in head) + " |"
-    new = [row if line.startswith(f"| {SCORE} |") else line for line in lines]
-    if not any(line.startswith(f"| {SCORE} |") for line in lines):
-        new.insert(max(i for i, line in enumerate(lines) if line.startswith("|")) + 1, row)
+    table[SCORE] = pd.Series(scores)
+    text = _with_table(open(args.rescore).read(), "validation", table)
     with atomic_path(args.rescore) as tmp, open(tmp, "w") as f:
-        f.write(text[:start] + "\n".join(new) + "\n" + text[end:])
+        f.write(text)
     if args.record:
         _record(model, scores, args.rescore)
 
@@ -221,13 +214,18 @@ def merge(into: str, run: str) -> None:
         both = pd.concat([old.drop(columns=[SCORE], errors="ignore"), added])
         both = both[[*[c for c in old.columns if c != SCORE],
                      *[c for c in added.columns if c not in old.columns]]]
-        start = text.index(f"## {part} part")
-        first = text.index("\n|", start) + 1
-        end = text.find("\n\n", first) % (len(text) + 1)
-        text = text[:first] + _markdown(both.T).rstrip("\n") + text[end:]
+        text = _with_table(text, part, both)
     with atomic_path(into) as tmp, open(tmp, "w") as f:
         f.write(text)
     print(f"merged {run}'s columns into {into}")
+
+
+def _with_table(text: str, part: str, table: pd.DataFrame) -> str:
+    """`text` with its `part` section's table (methods × measures) written anew."""
+    start = text.index(f"## {part} part")
+    first = text.index("\n|", start) + 1
+    end = text.find("\n\n", first) % (len(text) + 1)
+    return text[:first] + _markdown(table.T).rstrip("\n") + text[end:]
 
 
 def _record(model, scores: dict, table: str) -> None:

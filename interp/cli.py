@@ -786,11 +786,17 @@ def edit(
     typer.echo(f"targets: {e.meta['targets']}")
     typer.echo(f"wrote {out / 'edit.safetensors'}")
     if verify:
-        v = run_verify(m, e, located, progress=True)
-        v.save(out / "verification")
-        save_figure(v.plot(), out / "verification" / "trace_difference")
-        typer.echo("")
-        typer.echo(v.table())
+        _verify_and_save(m, e, located, out)
+
+
+def _verify_and_save(m, e, located, out: Path) -> None:
+    """--verify: re-trace `located`'s prompts with the edit, evaluate before/after, save the
+    verification and its figure under `out`, print the table."""
+    v = run_verify(m, e, located, progress=True)
+    v.save(out / "verification")
+    save_figure(v.plot(), out / "verification" / "trace_difference")
+    typer.echo("")
+    typer.echo(v.table())
 
 
 @app.command("debias")
@@ -825,11 +831,7 @@ def debias_cmd(
     if verify:
         located = run_trace(m, pick(P.professions(m, "train"), 60, seed), kinds=("mlp", "attn"),
                             seed=seed, progress=True)
-        v = run_verify(m, e, located, progress=True)
-        v.save(out / "verification")
-        save_figure(v.plot(), out / "verification" / "trace_difference")
-        typer.echo("")
-        typer.echo(v.table())
+        _verify_and_save(m, e, located, out)
 
 
 @app.command("export")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..measure import prompts as P
 from .edit import Edit, EditError
 from .finetune import finetune
-from .lsdm import EDIT_TEMPLATES, lsdm
+from .lsdm import EDIT_TEMPLATES, _preserved, lsdm
 
 RECIPES = {
     "lsdm-templates": "LSDM at the last token fitted on the 18 subject-pronoun templates, the "
@@ -58,26 +58,26 @@ def fit_recipe(model, name: str, *, steps: int = 150, lr: float = 1e-4, seed: in
     was. steps and lr are FT's and CDA's optimiser settings."""
     check_recipe(name)
     mlp, attn = recipe_sites(model)
-    keep = P.definitional(model, split="train")
     kw = {"layers": mlp, "attn_layers": attn, "site": "last", "preserve_weight": 0.1,
           "n_prefixes": 0, "seed": seed, "progress": progress}
-    if name == "lsdm-templates":
-        return lsdm(model, P.professions(model, "train"), preserve=keep, **kw)
     if name == "lsdm-subject":
         return lsdm(model, P.professions(model, "train", templates=EDIT_TEMPLATES),
                     layers=list(range(min(5, model.arch.n_layers))), site="subject", seed=seed,
                     progress=progress)
-    if name in ("ft", "cda"):
-        return finetune(model, P.professions(model, "train"), layers=mlp, attn_layers=attn,
+    if name in ("lsdm-templates", "ft", "cda"):
+        train, keep = P.professions(model, "train"), P.definitional(model, split="train")
+        if name == "lsdm-templates":
+            return lsdm(model, train, preserve=keep, **kw)
+        return finetune(model, train, layers=mlp, attn_layers=attn,
                         objective="balance" if name == "ft" else "cda", preserve=keep,
                         steps=steps, lr=lr, seed=seed, progress=progress)
     contexts = P.contexts(model, "train")
     if name in ("ft-contexts", "cda-contexts"):
-        slots = {p.template: p.slot for p in contexts}
-        keep = P.definitional(model, split="train", templates=list(slots), slots=slots)
+        # the train definitional words in the same contexts, as lsdm's preserve="auto" keeps them
         return finetune(model, contexts, layers=mlp, attn_layers=attn,
-                        objective="balance" if name == "ft-contexts" else "cda", preserve=keep,
-                        steps=steps, lr=lr, seed=seed, progress=progress)
+                        objective="balance" if name == "ft-contexts" else "cda",
+                        preserve=_preserved(model, "auto", "last", contexts), steps=steps, lr=lr,
+                        seed=seed, progress=progress)
     more = {"lsdm": {}, "lsdm-strength": {"strength": 2.0},
             "lsdm-preserve": {"lam": 300.0, "preserve_weight": 1.0},
             "lsdm-preserve-strength": {"strength": 1.5, "lam": 300.0, "preserve_weight": 1.0}}
