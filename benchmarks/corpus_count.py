@@ -3,7 +3,7 @@
 Writes --mb megabytes of JSONL shards (sentences about occupations with gender terms, from a
 seeded generator; it is only text to count, nothing about a real corpus) and counts them with
 `interp.studies.corpus.count_corpus` in one process, sentence windows and 10-word windows.
-Target (issue 17): at least 20 MB per minute per core.
+Target: at least 20 MB per minute per core.
 
     python benchmarks/corpus_count.py --mb 40
 """

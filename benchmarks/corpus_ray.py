@@ -4,7 +4,7 @@ over the same synthetic shards (`corpus_count.synthetic`: seeded sentences about
 Ray is started before each timed count and each of its workers has imported interp, so the
 times are counting, not Ray's start-up; that start-up (`ray.init` and the workers' first import
 of interp, 3-5 s here) is printed apart. Every count is checked against the
-single-process one. Target (issue 17): two workers count at least 1.6x as fast as one.
+single-process one. Target: two workers count at least 1.6x as fast as one.
 
     python benchmarks/corpus_ray.py --mb 160 --shards 16
 """

@@ -4,7 +4,7 @@ Times, in one process: the key statistics (uncached, then read from the cache), 
 prefixes and versions, the target optimisation (Gauss-Newton, ours) against the Adam loop it
 replaced (the reference: the same loss on the same rows, run to the same tolerance or its step
 cap), and the least-squares solve over the layers. Then a full `interp.lsdm` call with cached
-statistics, the figure the issue's target is about (< 60 s here).
+statistics, the figure the target is about (< 60 s here).
 
     python benchmarks/edit_speed.py                      # train occupations, default settings
     python benchmarks/edit_speed.py --subjects 40 --adam-steps 40

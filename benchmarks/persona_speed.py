@@ -1,5 +1,5 @@
 """Speed of the persona-bias evaluation: 1,000 BBQ-format items × (no persona + 4 personas) on
-the bundled model, the issue's target being under 10 minutes; against the plain way of scoring
+the bundled model, the target being under 10 minutes; against the plain way of scoring
 the same prompts (each prompt run whole, `continuation_sums`), timed in the same run without a
 persona and with the first one.
 

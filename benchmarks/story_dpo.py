@@ -10,7 +10,7 @@
    run the bias and capability suites before and after (`interp.verify`), audit the tuned
    model against its reference (`interp.reward_audit`), and export it.
 
-Targets (issue 16): DPO on 200 pairs under 15 minutes on this CPU; the held-apart mismatch
+Targets: DPO on 200 pairs under 15 minutes on this CPU; the held-apart mismatch
 rate down by at least a third; perplexity up at most 5%, facts down at most 2 points.
 
     python benchmarks/story_dpo.py

@@ -189,7 +189,7 @@ def compare(model, prompts, corruption, label, tl_rate, tl_effects, plain):
 
 def prompt_set(model, n: int, tokens: int | None):
     """n prompts of one length with one-token subjects: "The {} said that" (5 tokens), or with
-    `tokens`, a template of about that many tokens (the 1B grid of issue 15 uses 16)."""
+    `tokens`, a template of about that many tokens (the 1B grid on a GPU uses 16)."""
     template = "The {} said that"
     if tokens:
         words = "After a long day at work in the busy city center of the town".split()
