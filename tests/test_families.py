@@ -23,7 +23,7 @@ import interp
 from interp import prompts as P
 from interp.export.errors import UnsupportedExportError
 from interp.export.gguf_file import GGUF_ARCHITECTURES
-from interp.export.safetensors_file import _reload_safetensors
+from interp.export.safetensors_file import reload_safetensors
 from interp.locate.corruption import Noise
 from interp.measure.metrics import Candidates
 from interp.mitigate.edit import Edit
@@ -123,7 +123,7 @@ def exports_reload_with_the_edited_logits(model, edit, edited, tmp_path):
     assert torch.allclose(logprobs(AutoModelForCausalLM.from_pretrained(tmp_path / "hf")),
                           edited, atol=1e-5)
     interp.export(model, tmp_path / "m.safetensors", "safetensors", edit=edit, verify=False)
-    reloaded = _reload_safetensors(tmp_path / "m.safetensors", {"dtype": torch.float32})
+    reloaded = reload_safetensors(tmp_path / "m.safetensors", {"dtype": torch.float32})
     assert torch.allclose(logprobs(reloaded), edited, atol=1e-5)
     if model.arch.model_type not in GGUF_ARCHITECTURES:
         with pytest.raises(UnsupportedExportError, match="format='hf' or 'safetensors'") as err:

@@ -20,14 +20,14 @@ import torch
 from ..model.fingerprint import canonical_state_dict, weights_fingerprint
 from .errors import ExportError, VerificationError
 from .result import FORMATS, ExportResult
-from .safetensors_file import _reload_safetensors
+from .safetensors_file import reload_safetensors
 
 F32_TOLERANCE = 1e-5  # max |Δ logit| an f32 export may show; in practice it is exactly 0
 
 CHECK_TIMEOUT_S = 900
 
 
-def _verify(model, written: Path, result: ExportResult) -> None:
+def verify_export(model, written: Path, result: ExportResult) -> None:
     ids = [model.tokenizer(t)["input_ids"] for t in result.prompts]
     expected = last_token_logits(model.hf, ids, model.device)
     with tempfile.TemporaryDirectory(prefix="interp-export-check-") as work:
@@ -122,7 +122,7 @@ def reload(path: str | os.PathLike, format: str | None = None, *, dtype=torch.fl
         return (AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kw).eval(),
                 AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name))
     if format == "safetensors":
-        return _reload_safetensors(path, kw), None
+        return reload_safetensors(path, kw), None
     raise ExportError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
 
 

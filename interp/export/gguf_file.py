@@ -30,7 +30,7 @@ from .tensors import plain_items
 GGUF_ARCHITECTURES = {mt: f.gguf for f in FAMILIES for mt in f.model_types if f.gguf}
 
 
-def _write_gguf(model, out: Path, dtype: str, meta: dict, edit, source: Path) -> dict[str, int]:
+def write_gguf(model, out: Path, dtype: str, meta: dict, edit, source: Path) -> dict[str, int]:
     import gguf
 
     fields = source_fields(source)
@@ -54,7 +54,7 @@ def _write_gguf(model, out: Path, dtype: str, meta: dict, edit, source: Path) ->
     return dict(collections.Counter(qtype.name for *_, qtype in layout))
 
 
-def _check_gguf_supported(model) -> None:
+def check_gguf_supported(model) -> None:
     config = model.hf.config
     mt = model.arch.model_type
     if mt not in GGUF_ARCHITECTURES:
@@ -92,7 +92,7 @@ def _is_gguf_source(model) -> bool:
     return model.source.get("kind") in ("bundled", "gguf") and bool(model.source.get("path"))
 
 
-def _gguf_tokenizer_source(model) -> Path:
+def gguf_tokenizer_source(model) -> Path:
     """The GGUF whose tokenizer.* fields the export copies (see the module docstring)."""
     if _is_gguf_source(model):
         return Path(model.source["path"])

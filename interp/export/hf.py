@@ -11,7 +11,7 @@ from ..model.hf_dir import write_plain_hf
 from .tensors import TORCH_DTYPES
 
 
-def _write_hf(model, out: Path, dtype: str, meta: dict, edit, _source) -> None:
+def write_hf(model, out: Path, dtype: str, meta: dict, edit, _source) -> None:
     write_plain_hf(model.hf, model.state_dict(), model.tokenizer, out, TORCH_DTYPES[dtype])
     if edit is not None:
         edit.save(out / "edit.safetensors")

@@ -13,12 +13,12 @@ from ..common.io import atomic_dir, atomic_path
 from ..common.version import __version__
 from ..mitigate.edit import Edit
 from .card import model_card
-from .check import _verify
+from .check import verify_export
 from .errors import ExportError
-from .gguf_file import _check_gguf_supported, _gguf_tokenizer_source, _write_gguf
-from .hf import _write_hf
+from .gguf_file import check_gguf_supported, gguf_tokenizer_source, write_gguf
+from .hf import write_hf
 from .result import DTYPES, FORMATS, ExportResult
-from .safetensors_file import _write_safetensors
+from .safetensors_file import write_safetensors
 
 DEFAULT_PROMPTS = (
     "The nurse said that",
@@ -53,8 +53,8 @@ def export(model, path: str | os.PathLike, format: str = "hf", *, dtype: str = "
     texts = _prompt_texts(prompts)
     path = Path(path)
     if format == "gguf":
-        _check_gguf_supported(model)
-    source = _gguf_tokenizer_source(model) if format == "gguf" else None
+        check_gguf_supported(model)
+    source = gguf_tokenizer_source(model) if format == "gguf" else None
     atomic = _atomic(format, path)
     with _edit_in_place(model, edit) as applied_here:
         meta = provenance(model, edit, format=format, dtype=dtype, applied_here=applied_here)
@@ -64,7 +64,7 @@ def export(model, path: str | os.PathLike, format: str = "hf", *, dtype: str = "
                                   fingerprint=meta["fingerprint"], prompts=tuple(texts),
                                   tensor_types=tensor_types or {})
             if verify:
-                _verify(model, tmp, result)
+                verify_export(model, tmp, result)
             if format == "hf":  # the card reports the verification, so it is written last
                 (tmp / "README.md").write_text(model_card(model, meta, edit, result))
             result.size_bytes = _size(tmp)
@@ -140,4 +140,4 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-WRITERS = {"hf": _write_hf, "safetensors": _write_safetensors, "gguf": _write_gguf}
+WRITERS = {"hf": write_hf, "safetensors": write_safetensors, "gguf": write_gguf}

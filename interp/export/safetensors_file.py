@@ -11,7 +11,7 @@ from .errors import ExportError
 from .tensors import export_config, plain_tensors
 
 
-def _write_safetensors(model, out: Path, dtype: str, meta: dict, edit, _source) -> None:
+def write_safetensors(model, out: Path, dtype: str, meta: dict, edit, _source) -> None:
     from safetensors.torch import save_file
 
     tensors, tied = plain_tensors(model, dtype)
@@ -28,7 +28,7 @@ def _write_safetensors(model, out: Path, dtype: str, meta: dict, edit, _source) 
     save_file(tensors, str(out), metadata=metadata)
 
 
-def _reload_safetensors(path: Path, kw: dict):
+def reload_safetensors(path: Path, kw: dict):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model.hf_dir import _cpu_tensors, _untied, plain_config
+from ..model.hf_dir import cpu_tensors, plain_config, untied_items
 
 TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16}
 
@@ -13,12 +13,12 @@ TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16}
 def plain_items(model):
     """(plain HF name, tensor) of every weight, tied ones (lm_head tied to the embedding) left
     out as `save_pretrained` does: HF re-ties them on load from `tie_word_embeddings`."""
-    return _untied(model.state_dict(), model.hf.config)
+    return untied_items(model.state_dict(), model.hf.config)
 
 
 def plain_tensors(model, dtype: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The weights under plain HF names in `dtype`, on the CPU: (tensors, {left out: tied to})."""
-    tensors = _cpu_tensors(plain_items(model), TORCH_DTYPES[dtype])
+    tensors = cpu_tensors(plain_items(model), TORCH_DTYPES[dtype])
     weights = model.state_dict()
     kept = {weights[n].data_ptr(): n for n in tensors}
     tied = {n: kept[t.data_ptr()] for n, t in weights.items() if n not in tensors}

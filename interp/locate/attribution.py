@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..model.runner import frozen
-from .cells import Cells, Inputs, _pad_stack, corrupted_rows
+from .cells import Cells, Inputs, corrupted_rows, pad_stack
 from .exact import ExactEngine
 from .spec import KINDS, WINDOWED, window_layers
 
@@ -30,7 +30,7 @@ class AttributionEngine(ExactEngine):
         last = torch.tensor([t - 1 for t in lengths], device=device)
         names = sorted({self._hook(k, l) for k in self.kinds for l in range(self.L)})
         with torch.no_grad():
-            clean0 = _pad_stack([inputs.clean[i] for i in chunk], width)
+            clean0 = pad_stack([inputs.clean[i] for i in chunk], width)
             m, clean_cache = self._run_cached(clean0, last, names)
         clean_m[chunk] = m.double().cpu().numpy()
 

@@ -79,10 +79,10 @@ def corrupted_rows(inputs: Inputs, chunk, width: int):
         streams.extend(inputs.corrupt[i])
         row_prompt.extend([j] * s)
     device = inputs.corrupt[chunk[0]].device
-    return _pad_stack(streams, width), torch.tensor(row_prompt, device=device), rows_of
+    return pad_stack(streams, width), torch.tensor(row_prompt, device=device), rows_of
 
 
-def _pad_stack(tensors: Sequence[torch.Tensor], width: int) -> torch.Tensor:
+def pad_stack(tensors: Sequence[torch.Tensor], width: int) -> torch.Tensor:
     out = tensors[0].new_zeros((len(tensors), width, *tensors[0].shape[1:]))
     for i, t in enumerate(tensors):
         out[i, : t.shape[0]] = t

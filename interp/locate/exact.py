@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.runner import Runner, capture, kv_prefix, token_budget
-from .cells import Cells, Inputs, _pad_stack, corrupted_rows
+from .cells import Cells, Inputs, corrupted_rows, pad_stack
 from .spec import KINDS, WINDOWED, window_layers
 
 
@@ -79,7 +79,7 @@ class ExactEngine:
             self.first_forward = time.perf_counter()
         names = [self._hook(k, l) for k in self.kinds for l in range(self.L)]
         resid = [self.arch.hook("resid", l) for l in range(self.L)]
-        clean0 = _pad_stack([inputs.clean[i] for i in chunk], width)
+        clean0 = pad_stack([inputs.clean[i] for i in chunk], width)
         corrupt0, row_prompt, rows_of = corrupted_rows(inputs, chunk, width)
         self.floor += self.L * (sum(lengths) + sum(len(r) * t for r, t in zip(rows_of, lengths)))
         self.executed += self.L * width * (len(chunk) + len(row_prompt))

@@ -26,7 +26,7 @@ def plain_config(hf, torch_dtype: torch.dtype):
     return config
 
 
-def _untied(state_dict: dict, config):
+def untied_items(state_dict: dict, config):
     tie = bool(getattr(config, "tie_word_embeddings", False))
     seen: set[int] = set()
     for name, t in state_dict.items():
@@ -36,7 +36,7 @@ def _untied(state_dict: dict, config):
         yield name, t
 
 
-def _cpu_tensors(items, torch_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def cpu_tensors(items, torch_dtype: torch.dtype) -> dict[str, torch.Tensor]:
     out = {}
     for name, t in items:
         want = torch_dtype if t.is_floating_point() else t.dtype
@@ -54,6 +54,6 @@ def write_plain_hf(hf, state_dict: dict, tokenizer, out: Path, torch_dtype: torc
     generation = getattr(hf, "generation_config", None)
     if generation is not None and hf.can_generate():
         generation.save_pretrained(out)
-    tensors = _cpu_tensors(_untied(state_dict, hf.config), torch_dtype)
+    tensors = cpu_tensors(untied_items(state_dict, hf.config), torch_dtype)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(out)

@@ -141,7 +141,7 @@ def load_model(
         elif path.is_dir():
             hf, tok = _load_hf_dir(path, dtype)
             source = {"kind": "hf-dir", "path": str(path.resolve())}
-        elif _looks_like_path(name):
+        elif looks_like_path(name):
             raise ModelLoadError(f"no model file or directory at {path}: check the path")
         else:
             hf, tok = _load_hub(name, dtype)
@@ -314,7 +314,7 @@ def _load_hub(name: str, dtype):
         tok = AutoTokenizer.from_pretrained(name)
         hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     except OSError as e:
-        if _hub_offline():
+        if hub_offline():
             raise ModelLoadError(
                 f"{name!r} is not a local file or directory, so it was looked up on the Hugging "
                 "Face Hub, but the Hub is off (HF_HUB_OFFLINE is set) and the model is not in the "
@@ -329,7 +329,7 @@ def _load_hub(name: str, dtype):
     return hf, tok
 
 
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
     try:
         from huggingface_hub import constants
 
@@ -340,5 +340,5 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1

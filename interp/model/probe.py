@@ -117,8 +117,8 @@ def _gguf_config(path: Path):
 def _config(spec: str):
     from transformers import AutoConfig
 
-    from .load import (BUNDLED_NAME, GEMMA_NAME, _hub_offline, _looks_like_path, bundled_gguf,
-                       gemma_gguf)
+    from .load import (BUNDLED_NAME, GEMMA_NAME, bundled_gguf, gemma_gguf, hub_offline,
+                       looks_like_path)
     from .tiny import EXTRA, tiny_names
 
     name = spec.lower()
@@ -145,13 +145,13 @@ def _config(spec: str):
         except Exception as e:
             raise ModelLoadError(f"{path} is not a Hugging Face model directory (no readable "
                                  f"config.json): {e}") from e
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise ModelLoadError(f"no model file or directory at {path}: check the path")
     try:
         return AutoConfig.from_pretrained(spec)
     except Exception as e:
         where = ("the Hub is off (HF_HUB_OFFLINE is set) and it is not in the local cache"
-                 if _hub_offline() else f"the Hugging Face Hub did not give its config ({e})")
+                 if hub_offline() else f"the Hugging Face Hub did not give its config ({e})")
         raise ModelLoadError(f"{spec!r} is not a local file or directory, and {where}: pass a "
                              "local directory or .gguf file, or check the name") from e
 
