@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .suites.stats import _pearson, _put_stat
+from .suites.stats import pearson, put_stat
 
 STEREOTYPED = 0.1  # |stereotype score| from which an occupation counts as stereotyped
 MIN_BLS_ITEMS = 10  # fewer items with labour statistics than this: no bls_correlation
@@ -54,13 +54,13 @@ def put_direction(summary: dict, lean, score, *, bls_pct_female=None, n_boot: in
     lean, score = np.asarray(lean, float), np.asarray(score, float)
     n = len(lean)
     kw = {"n_boot": n_boot, "seed": seed}
-    _put_stat(summary, "stereotype_following", following_stat(lean, score), n, **kw)
-    _put_stat(summary, "stereotype_correlation", _pearson(lean, score), n, **kw)
+    put_stat(summary, "stereotype_following", following_stat(lean, score), n, **kw)
+    put_stat(summary, "stereotype_correlation", pearson(lean, score), n, **kw)
     if bls_pct_female is None:
         return
     bls = np.asarray(bls_pct_female, float)
     known = np.isfinite(bls) & np.isfinite(lean)
     if known.sum() >= MIN_BLS_ITEMS:
-        stat = _pearson(lean[known], 100.0 - bls[known])
-        _put_stat(summary, "bls_correlation", stat, int(known.sum()), **kw)
+        stat = pearson(lean[known], 100.0 - bls[known])
+        put_stat(summary, "bls_correlation", stat, int(known.sum()), **kw)
 

@@ -57,9 +57,9 @@ from ..model.forward import last_token_logprobs
 from . import prompts as P
 from .metrics import SLOT_PRONOUNS, Candidates
 from .direction import STEREOTYPED, put_direction
-from .suites.likelihood import _prefer, pair_logprobs
-from .suites.result import SuiteResult, _meta
-from .suites.stats import _put_mean
+from .suites.likelihood import pair_logprobs, prefer
+from .suites.result import SuiteResult, suite_meta
+from .suites.stats import put_mean
 
 FAMILIES = ("two_participants", "deep", "object_possessive", "sentence_pairs",
             "coreference_type1", "coreference_type2")
@@ -236,7 +236,7 @@ def score_sentence_pairs(model, frame: pd.DataFrame, *, batch_size: int = 64,
     out["logp_male"], out["logp_female"] = lm, lf
     out["pro"] = np.where(male_pro, "male", "female")
     out["logp_pro_minus_anti"] = pro - anti
-    out["pro_preferred"] = _prefer(pro, anti)
+    out["pro_preferred"] = prefer(pro, anti)
     return out
 
 
@@ -262,9 +262,9 @@ def score_shapes(model, families: Sequence[str] = FAMILIES, *,
             _put_pairs(summary, frame, "", **kw)
         else:
             frame = score_slots(model, frame, progress=progress)
-            _put_mean(summary, "abs_logodds", frame["logodds"].abs(), scale=1.0, **kw)
-            _put_mean(summary, "abs_normalised_gap", frame["normalised_gap"].abs(), scale=1.0,
-                      **kw)
+            put_mean(summary, "abs_logodds", frame["logodds"].abs(), scale=1.0, **kw)
+            put_mean(summary, "abs_normalised_gap", frame["normalised_gap"].abs(), scale=1.0,
+                     **kw)
             put_direction(summary, -frame["logodds"], frame["stereotypical"],
                           bls_pct_female=frame["bls_pct_female"], **kw)
         if family in COREFERENCE:
@@ -278,21 +278,21 @@ def score_shapes(model, families: Sequence[str] = FAMILIES, *,
         if family == "coreference_type2":
             syntax = score_syntax(model, syntax_items(frame), progress=progress)
             tables["syntax"] = syntax
-            _put_mean(summary, "syntax_accuracy", syntax["correct"], **kw)
+            put_mean(summary, "syntax_accuracy", syntax["correct"], **kw)
             for name, mask in (("pro", syntax["pro"]), ("anti", ~syntax["pro"])):
-                _put_mean(summary, f"syntax_accuracy_{name}", syntax["correct"][mask], **kw)
+                put_mean(summary, f"syntax_accuracy_{name}", syntax["correct"][mask], **kw)
         out[family] = SuiteResult(f"shapes.{family}", frame, summary, tables,
-                                  _meta(model, f"shapes.{family}", per_frame=per_frame,
-                                        n_boot=n_boot, seed=seed, part=part))
+                                  suite_meta(model, f"shapes.{family}", per_frame=per_frame,
+                                             n_boot=n_boot, seed=seed, part=part))
     return out
 
 
 def _put_pairs(summary: dict, frame: pd.DataFrame, prefix: str, *, n_boot: int,
                seed: int) -> None:
     kw = {"n_boot": n_boot, "seed": seed}
-    _put_mean(summary, f"{prefix}pro_preferred", frame["pro_preferred"], **kw)
-    _put_mean(summary, f"{prefix}logp_pro_minus_anti", frame["logp_pro_minus_anti"], scale=1.0,
-              **kw)
+    put_mean(summary, f"{prefix}pro_preferred", frame["pro_preferred"], **kw)
+    put_mean(summary, f"{prefix}logp_pro_minus_anti", frame["logp_pro_minus_anti"], scale=1.0,
+             **kw)
     direction: dict = {}
     put_direction(direction, frame["logp_male"] - frame["logp_female"], frame["stereotypical"],
                   bls_pct_female=frame["bls_pct_female"], **kw)

@@ -60,7 +60,7 @@ class ItemError(InterpError):
     """An item file that does not match its format."""
 
 
-def _data(name: str) -> pd.DataFrame:
+def bundled_table(name: str) -> pd.DataFrame:
     with resources.files("interp.data").joinpath(name).open() as f:
         return pd.read_csv(f, keep_default_na=False)
 
@@ -179,8 +179,8 @@ def misgendering(path: str | Path | None = None) -> pd.DataFrame:
     family of a template and antecedent a row: each family's continuation is then its own row,
     in the file's spelling and verb agreement) or templates with slots {ante}, {nom}, {acc},
     {poss}, {poss_pronoun}, {refl} and agreement {is/are} (our interp/data/misgendering.csv)."""
-    frame = _data("misgendering.csv") if path is None else _read(path, TANGO_COLUMNS,
-                                                                 "TANGO misgendering")
+    frame = bundled_table("misgendering.csv") if path is None else _read(path, TANGO_COLUMNS,
+                                                                         "TANGO misgendering")
     frame = frame.reset_index(drop=True)
     slotted = frame["template"].astype(str).map(lambda t: bool(_SLOT.search(t)))
     groups = [(g[slotted[g.index]], g[~slotted[g.index]])
@@ -265,9 +265,9 @@ def disclosure(path: str | Path | None = None, *, identities: pd.DataFrame | Non
     """Disclosure items: "{name} came out as {identity}." continued with a stigmatising
     (harmful) or a supportive (benign) sentence, the same pair for every identity. path: a CSV
     with pair_id, harmful, benign (default ours); identities: identity, group (default ours)."""
-    pairs = _data("disclosure.csv") if path is None else _read(
+    pairs = bundled_table("disclosure.csv") if path is None else _read(
         path, ("pair_id", "harmful", "benign"), "disclosure pairs")
-    ids = _data("identities.csv") if identities is None else identities
+    ids = bundled_table("identities.csv") if identities is None else identities
     for c in ("identity", "group"):
         if c not in ids.columns:
             raise ItemError(f"the identities table needs a column {c!r}")

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..common.errors import InterpError
 from ..measure.suites.result import SuiteResult
-from ..measure.suites.stats import _put_stat
+from ..measure.suites.stats import put_stat
 from ..measure.suites.likelihood import encode_continuations
 from ..model.forward import staged_continuation_token_logprobs
 from .bbq_items import CONDITIONS, resolve
@@ -248,7 +248,7 @@ def score(frame: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0):
                 stats["PB"] = lambda idx, counts=counts: groups.pb(counts, base, idx)
             for metric, stat in stats.items():
                 s: dict = {}
-                _put_stat(s, "v", stat, n, n_boot=n_boot, seed=seed)
+                put_stat(s, "v", stat, n, n_boot=n_boot, seed=seed)
                 rows.append({"condition": c, "context": context, "metric": metric,
                              "value": s["v"], "lo": s["v_lo"], "hi": s["v_hi"]})
             pol, amt, nt = groups.per_target(counts)

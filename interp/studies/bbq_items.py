@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..common.errors import EmptyPromptSetError, InterpError
-from .audit_items import _data
+from .audit_items import bundled_table
 
 FIELDS = ("example_id", "category", "context", "question", "ans0", "ans1", "ans2", "label",
           "context_condition", "question_polarity", "answer_info", "additional_metadata")
@@ -153,8 +153,8 @@ def ours(pairs: int = 5) -> list[dict]:
     pairs × 8 = 1,000 items; `pairs=1` gives 200."""
     if not 1 <= pairs <= 5:
         raise BBQError(f"pairs must be 1..5, not {pairs}")
-    scenarios = _data("bbq_scenarios.csv")
-    groups = _data("bbq_groups.csv")
+    scenarios = bundled_table("bbq_scenarios.csv")
+    groups = bundled_table("bbq_groups.csv")
     items = []
     for s_index, s in enumerate(scenarios.itertuples()):
         unknown = UNKNOWN_ANSWERS[s_index % len(UNKNOWN_ANSWERS)]

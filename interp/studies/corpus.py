@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..common.errors import InterpError
 from ..common.io import atomic_path
-from .audit_items import _data
+from .audit_items import bundled_table
 
 WORD = re.compile(r"[a-z]+(?:['-][a-z]+)*")
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
@@ -41,13 +41,13 @@ class CorpusError(InterpError):
 
 def gender_terms() -> dict[str, str]:
     """word -> "female" or "male" (`interp/data/gender_terms.csv`)."""
-    return dict(zip(*_data("gender_terms.csv")[["word", "gender"]].T.values))
+    return dict(zip(*bundled_table("gender_terms.csv")[["word", "gender"]].T.values))
 
 
 def default_occupations() -> list[str]:
     """The occupations of `interp/data/occupations.csv` whose meaning carries no gender
     (|definitional| <= 0.3), multi-word ones included."""
-    occ = _data("occupations.csv")
+    occ = bundled_table("occupations.csv")
     return sorted(occ.occupation[occ.definitional.astype(float).abs() <= 0.3])
 
 

@@ -21,7 +21,7 @@ from ..common.errors import InterpError
 from ..common.io import atomic_dir
 from ..measure import prompts as P
 from ..measure.bias import measure
-from ..measure.suites.stats import _pearson, _put_stat
+from ..measure.suites.stats import pearson, put_stat
 from .corpus import CorpusCounts
 
 
@@ -117,9 +117,9 @@ def compare_corpus(model, counts, *, min_mentions: int = 5, templates=P.TEMPLATE
         return (rxc * ryc).sum(-1) / np.sqrt((rxc ** 2).sum(-1) * (ryc ** 2).sum(-1))
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        for key, fn in (("pearson", _pearson(x, y)), ("spearman", spearman_of),
+        for key, fn in (("pearson", pearson(x, y)), ("spearman", spearman_of),
                         ("slope", slope_of)):
-            _put_stat(summary, key, fn, len(f), n_boot=n_boot, seed=seed)
+            put_stat(summary, key, fn, len(f), n_boot=n_boot, seed=seed)
     summary["intercept"] = float(y.mean() - summary["slope"] * x.mean())
     meta = {"model": model.name, "fingerprint": model.fingerprint(), "corpus": counts.meta,
             "min_mentions": min_mentions, "templates": list(templates), "n_boot": n_boot,

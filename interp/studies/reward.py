@@ -23,7 +23,7 @@ from ..common.errors import InterpError
 from ..measure import metrics
 from ..measure.suites.likelihood import encode_continuations
 from ..measure.suites.result import SuiteResult
-from ..measure.suites.stats import _put_mean, _put_stat
+from ..measure.suites.stats import put_mean, put_stat
 from ..model.forward import continuation_token_logprobs
 from . import audit_items
 from .audit_items import FAMILIES, FORMS
@@ -189,7 +189,7 @@ def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, ed
         g = frame[frame.group == group]
         summary[f"n_{group}"] = len(g)
         for key, col in (("mean_margin", "margin"), ("harmful_rate", "prefers_harmful")):
-            _put_mean(summary, f"{key}_{group}", g[col], **boot)
+            put_mean(summary, f"{key}_{group}", g[col], **boot)
     # Matched templates: each template's mean margin per identity, then per group.
     per = frame.pivot_table(index="template_id", columns="identity", values="margin",
                             aggfunc="mean")
@@ -198,8 +198,8 @@ def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, ed
     bi = [i for i in per.columns if groups[i] == "binary"]
     if tg and bi:
         gap = (per[tg].mean(1) - per[bi].mean(1)).dropna().to_numpy()
-        _put_stat(summary, "gap_B", lambda idx: gap[idx].mean(1), gap.size, n_boot=n_boot,
-                  seed=seed)
+        put_stat(summary, "gap_B", lambda idx: gap[idx].mean(1), gap.size, n_boot=n_boot,
+                 seed=seed)
     rows = []
     for identity in per.columns:
         v = frame.margin[frame.identity == identity].to_numpy()
@@ -218,7 +218,7 @@ def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, ed
         table["p_holm"] = holm(table.p)
     if queries is not None:
         for who, rate in (("policy", pol_rate), ("reference", ref_rate)):
-            _put_mean(summary, f"misgendering_rate_{who}", rate.misgendered, **boot)
+            put_mean(summary, f"misgendering_rate_{who}", rate.misgendered, **boot)
     meta = {"suite": "reward_audit", "policy": policy.name, "reference": reference.name,
             "policy_fingerprint": policy_fingerprint,
             "reference_fingerprint": reference.fingerprint(),

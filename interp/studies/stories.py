@@ -21,8 +21,8 @@ import pandas as pd
 
 from ..common.errors import EmptyPromptSetError, InterpError
 from ..measure.suites.result import SuiteResult
-from ..measure.suites.stats import _put_mean
-from .audit_items import _data
+from ..measure.suites.stats import put_mean
+from .audit_items import bundled_table
 from .reward import continuation_sums
 
 OPTIONS = ("Moral", "Immoral", "Both")
@@ -99,7 +99,7 @@ def genmo(path) -> pd.DataFrame:
 def ours(names=NAMES) -> pd.DataFrame:
     """Our templates (`interp/data/stories.csv`) filled with each (male, female) name pair."""
     rows = []
-    for t in _data("stories.csv").itertuples():
+    for t in bundled_table("stories.csv").itertuples():
         for male, female in names:
             rows.append({"template_id": int(t.template_id), "environment": t.environment,
                          "source": "interp", "name_male": male, "name_female": female,
@@ -211,13 +211,13 @@ def story_consistency(model, pairs="ours", *, edit=None, n_boot: int = 1000, see
     out = _judged(frame, lp[:n], lp[n:])
     summary: dict = {"n_pairs": n}
     boot = {"n_boot": n_boot, "seed": seed, "scale": 1.0}
-    _put_mean(summary, "mismatch_rate", out.mismatch, **boot)
-    _put_mean(summary, "answer_distance", out.answer_distance, **boot)
+    put_mean(summary, "mismatch_rate", out.mismatch, **boot)
+    put_mean(summary, "answer_distance", out.answer_distance, **boot)
     mism = out[out.mismatch == 1]
     summary["n_mismatches"] = len(mism)
     if len(mism):
-        _put_mean(summary, "female_harsher_share", mism.female_harsher, **boot)
-        _put_mean(summary, "male_harsher_share", mism.male_harsher, **boot)
+        put_mean(summary, "female_harsher_share", mism.female_harsher, **boot)
+        put_mean(summary, "male_harsher_share", mism.male_harsher, **boot)
     for o in OPTIONS:
         summary[f"share_{o.lower()}"] = float(
             np.mean(list(out.judgement_male == o) + list(out.judgement_female == o)))

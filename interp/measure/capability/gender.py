@@ -10,7 +10,7 @@ import pandas as pd
 from .. import metrics
 from .. import prompts as P
 from ..bias import measure
-from .result import CapabilityResult, _meta
+from .result import CapabilityResult, model_meta
 
 
 def definitional(model, prompts=None, *, batch_size: int = 64, n_boot: int = 1000,
@@ -28,7 +28,7 @@ def definitional(model, prompts=None, *, batch_size: int = 64, n_boot: int = 100
     extra = {"subjects": int(frame["subject"].nunique()),
              "mean_logodds_signed": float(_signed_logodds(frame).mean())}
     return CapabilityResult("definitional", "accuracy", float(correct.mean()), lo, hi,
-                            int(correct.notna().sum()), items, extra, _meta(model))
+                            int(correct.notna().sum()), items, extra, model_meta(model))
 
 
 def _signed_logodds(frame: pd.DataFrame) -> pd.Series:

@@ -18,7 +18,8 @@ from ...common.errors import EmptyPromptSetError, InterpError
 from ...common.io import atomic_path
 from ...model.forward import padded_logits
 from ...model.tokens import start_ids, windows
-from .result import CapabilityResult, _meta, _ratio_ci
+from .. import metrics
+from .result import CapabilityResult, model_meta
 
 DEFAULT_TOP_K = 1024  # ~25 MB per reference on heldout.txt; see NextTokenLogprobs
 
@@ -67,7 +68,19 @@ def perplexity(model, text: str | None = None, *, seq_len: int = 128, batch_size
     mean_nll = nll.sum() / counts.sum()
     extra = {"mean_nll": float(mean_nll), "tokens": int(counts.sum()), "seq_len": seq_len}
     return CapabilityResult("perplexity", "perplexity", float(np.exp(mean_nll)), float(np.exp(lo)),
-                            float(np.exp(hi)), len(chunks), items, extra, _meta(model))
+                            float(np.exp(hi)), len(chunks), items, extra, model_meta(model))
+
+
+def _ratio_ci(num, den, *, n_boot: int, seed: int) -> tuple[float, float]:
+    """Bootstrap interval of sum(num)/sum(den) resampling units (chunks): a per-token mean over
+    chunks of unequal length. `metrics.bootstrap_ci` resamples unit indices."""
+    num, den = np.asarray(num, float), np.asarray(den, float)
+
+    def ratio(idx, axis):
+        idx = idx.astype(int)
+        return num[idx].sum(axis) / den[idx].sum(axis)
+
+    return metrics.bootstrap_ci(np.arange(len(num)), statistic=ratio, n_boot=n_boot, seed=seed)
 
 
 @dataclass
@@ -120,7 +133,7 @@ def next_token_logprobs(model, text: str | None = None, *, seq_len: int = 128,
         lps.append(top.values.cpu())
         tails.append(_tail(flat, top.indices).cpu())
     return NextTokenLogprobs(text, chunks, torch.cat(ids), torch.cat(lps), torch.cat(tails),
-                             seq_len, _meta(model))
+                             seq_len, model_meta(model))
 
 
 def kl_divergence(model, reference, text: str | None = None, *, seq_len: int = 128,
@@ -158,7 +171,7 @@ def _kl_result(model, chunks, per_pos: np.ndarray, seq_len: int, how: str, *, n_
     extra = {"positions": int(counts.sum()), "max_kl": float(per_pos.max()), "kl_method": how,
              "seq_len": seq_len}
     return CapabilityResult("kl", "kl", float(per_pos.mean()),
-                            lo, hi, len(chunks), items, extra, _meta(model))
+                            lo, hi, len(chunks), items, extra, model_meta(model))
 
 
 def _kl_to_stored(model, ref: NextTokenLogprobs, *, batch_size: int) -> np.ndarray:

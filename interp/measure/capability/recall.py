@@ -15,7 +15,7 @@ import torch
 from ...common.errors import EmptyPromptSetError, InterpError
 from ...model.forward import last_token_logprobs
 from .. import metrics
-from .result import CapabilityResult, _meta
+from .result import CapabilityResult, model_meta
 
 
 def facts(model_or_tokenizer=None) -> pd.DataFrame:
@@ -83,7 +83,7 @@ def factual_recall(model, facts: pd.DataFrame | str | Path | None = None, *,
     extra = {"mean_logp_answer": float(items["logp_answer"].mean()),
              "dropped": len(frame.attrs["dropped"])}
     return CapabilityResult("facts", "accuracy", float(items["correct"].mean()), lo, hi,
-                            len(items), items, extra, _meta(model))
+                            len(items), items, extra, model_meta(model))
 
 
 def _facts_frame(source) -> pd.DataFrame:

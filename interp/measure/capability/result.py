@@ -9,11 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ...common.io import atomic_dir
-from .. import metrics
 
 
 @dataclass
@@ -102,17 +100,5 @@ class CapabilityReport:
         return cls([CapabilityResult.load(directory / s) for s in suites], meta)
 
 
-def _meta(model) -> dict:
+def model_meta(model) -> dict:
     return {"model": model.name, "fingerprint": model.fingerprint()}
-
-
-def _ratio_ci(num, den, *, n_boot: int, seed: int) -> tuple[float, float]:
-    """Bootstrap interval of sum(num)/sum(den) resampling units (chunks): a per-token mean over
-    chunks of unequal length. `metrics.bootstrap_ci` resamples unit indices."""
-    num, den = np.asarray(num, float), np.asarray(den, float)
-
-    def ratio(idx, axis):
-        idx = idx.astype(int)
-        return num[idx].sum(axis) / den[idx].sum(axis)
-
-    return metrics.bootstrap_ci(np.arange(len(num)), statistic=ratio, n_boot=n_boot, seed=seed)

@@ -9,7 +9,7 @@ from ...common.errors import InterpError
 from .gender import definitional
 from .heldout import kl_divergence, perplexity
 from .recall import factual_recall
-from .result import CapabilityReport, _meta
+from .result import CapabilityReport, model_meta
 
 SUITES = ("facts", "perplexity", "definitional", "kl")
 
@@ -38,4 +38,4 @@ def capability(model, suites: Sequence[str] = DEFAULT_SUITES, reference=None, *,
            "definitional": lambda: definitional(model, **boot),
            "kl": lambda: kl_divergence(model, reference, text, batch_size=batch_size,
                                        **boot)}
-    return CapabilityReport([run[s]() for s in suites], _meta(model))
+    return CapabilityReport([run[s]() for s in suites], model_meta(model))

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import FORMATS, SuiteFormatError
-from .files import _blank_cells, _find, _missing, _pick, _read_table
-from .likelihood import _prefer, score_pairs
-from .result import SuiteResult, _meta
-from .stats import _put_mean
+from .files import blank_cells, find_file, missing_file, pick_rows, read_table
+from .likelihood import prefer, score_pairs
+from .result import SuiteResult, suite_meta
+from .stats import put_mean
 
 
 def load_crows_pairs(path: str | Path, *,
@@ -25,12 +25,12 @@ def load_crows_pairs(path: str | Path, *,
     sent_more (about the advantaged group) is again the stereotypical one. bias_type: keep only
     these types (e.g. "gender").
     """
-    file = _find(path, "crows_pairs_anonymized.csv")
+    file = find_file(path, "crows_pairs_anonymized.csv")
     if file is None:
-        raise _missing(path, "crows_pairs", "crows_pairs_anonymized.csv")
+        raise missing_file(path, "crows_pairs", "crows_pairs_anonymized.csv")
     cols = ["sent_more", "sent_less", "stereo_antistereo", "bias_type"]
-    df = _read_table(file, "crows_pairs", cols, sep=",")
-    blank = _blank_cells(df, cols)
+    df = read_table(file, "crows_pairs", cols, sep=",")
+    blank = blank_cells(df, cols)
     if blank:
         raise SuiteFormatError(f"crows_pairs: {file}: rows {[i + 2 for i in blank[:5]]} (file "
                                f"lines) have an empty {cols} cell. Expected "
@@ -46,7 +46,7 @@ def load_crows_pairs(path: str | Path, *,
     frame = pd.DataFrame({"id": ids.astype(str).to_numpy(), "sent_more": df["sent_more"],
                           "sent_less": df["sent_less"], "stereo_antistereo": direction,
                           "bias_type": df["bias_type"].str.strip()})
-    return _pick(frame, "bias_type", bias_type, "crows_pairs")
+    return pick_rows(frame, "bias_type", bias_type, "crows_pairs")
 
 
 def score_crows_pairs(model, pairs: pd.DataFrame, *, span: str = "full",
@@ -65,19 +65,20 @@ def score_crows_pairs(model, pairs: pd.DataFrame, *, span: str = "full",
                                     ("logp_more", "logp_less"), span=span, bos=bos,
                                     batch_size=batch_size, progress=progress)
     frame["diff"] = more - less
-    frame["stereo_preferred"] = _prefer(more, less)
+    frame["stereo_preferred"] = prefer(more, less)
 
     kw = {"n_boot": n_boot, "seed": seed}
     pref = frame["stereo_preferred"].to_numpy()
     summary: dict = {"n_pairs": len(frame), "n_ties": int((pref == 0.5).sum())}
-    _put_mean(summary, "stereotype_score", pref, **kw)
+    put_mean(summary, "stereotype_score", pref, **kw)
     for direction in ("stereo", "antistereo"):
-        _put_mean(summary, f"stereotype_score_{direction}",
-                  pref[(frame["stereo_antistereo"] == direction).to_numpy()], **kw)
+        put_mean(summary, f"stereotype_score_{direction}",
+                 pref[(frame["stereo_antistereo"] == direction).to_numpy()], **kw)
     rows = []
     for bias, g in frame.groupby("bias_type", sort=True):
         row = {"bias_type": bias, "n": len(g)}
-        _put_mean(row, "stereotype_score", g["stereo_preferred"], **kw)
+        put_mean(row, "stereotype_score", g["stereo_preferred"], **kw)
         rows.append(row)
     return SuiteResult("crows_pairs", frame, summary, {"by_bias_type": pd.DataFrame(rows)},
-                       _meta(model, "crows_pairs", span=span, bos=bos, n_boot=n_boot, seed=seed))
+                       suite_meta(model, "crows_pairs", span=span, bos=bos, n_boot=n_boot,
+                                  seed=seed))

@@ -11,7 +11,7 @@ import pandas as pd
 from .errors import FORMATS, SuiteError, SuiteFormatError
 
 
-def _find(path: str | Path, name: str) -> Path | None:
+def find_file(path: str | Path, name: str) -> Path | None:
     """`path` itself if it is a file; else `name` in the directory `path`, or the shallowest
     copy of it below (the benchmark repos keep data in subfolders)."""
     p = Path(path).expanduser()
@@ -25,13 +25,13 @@ def _find(path: str | Path, name: str) -> Path | None:
     return found[0] if found else None
 
 
-def _missing(path, suite: str, name: str) -> SuiteFormatError:
+def missing_file(path, suite: str, name: str) -> SuiteFormatError:
     p = Path(path).expanduser()
     where = "does not exist" if not p.exists() else f"holds no file named {name}"
     return SuiteFormatError(f"{suite}: {p} {where}. Expected {FORMATS[suite]}.")
 
 
-def _read_text(file: Path, suite: str) -> str:
+def read_text(file: Path, suite: str) -> str:
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -42,8 +42,8 @@ def _read_text(file: Path, suite: str) -> str:
     return text
 
 
-def _read_table(file: Path, suite: str, required: Iterable[str], sep: str) -> pd.DataFrame:
-    _read_text(file, suite)  # empty / undecodable files get the clearer message
+def read_table(file: Path, suite: str, required: Iterable[str], sep: str) -> pd.DataFrame:
+    read_text(file, suite)  # empty / undecodable files get the clearer message
     try:
         # keep_default_na=False: a sentence reading "None" or "NA" is text, not missing
         df = pd.read_csv(file, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
@@ -61,11 +61,11 @@ def _read_table(file: Path, suite: str, required: Iterable[str], sep: str) -> pd
     return df
 
 
-def _blank_cells(df: pd.DataFrame, columns: Iterable[str]) -> list[int]:
+def blank_cells(df: pd.DataFrame, columns: Iterable[str]) -> list[int]:
     return [i for i in range(len(df)) if any(not str(df[c].iat[i]).strip() for c in columns)]
 
 
-def _pick(df: pd.DataFrame, column: str, wanted, suite: str) -> pd.DataFrame:
+def pick_rows(df: pd.DataFrame, column: str, wanted, suite: str) -> pd.DataFrame:
     """Rows whose `column` is in `wanted` (a value or several); None keeps all."""
     if wanted is None:
         return df
@@ -75,7 +75,3 @@ def _pick(df: pd.DataFrame, column: str, wanted, suite: str) -> pd.DataFrame:
     if unknown:
         raise SuiteError(f"{suite}: no {column} {unknown} in this file; it has {available}")
     return df[df[column].astype(str).isin([str(w) for w in wanted])].reset_index(drop=True)
-
-
-def _as_list(value) -> list:
-    return [value] if isinstance(value, (str, int)) else list(value)

@@ -20,7 +20,7 @@ from ...common.errors import TokenizationError
 from ...model.forward import padded_logits
 from ...model.tokens import start_ids
 from .errors import SuiteError
-from .result import _require_rows
+from .result import require_rows
 
 
 def _bos_prefix(tokenizer, bos: bool | None) -> list[int]:
@@ -169,7 +169,7 @@ def score_pairs(model, items, suite: str, first: str, second: str, names: tuple[
                 span: str, bos: bool | None, batch_size: int, progress: bool | None):
     """A pair suite's common start: a copy of `items` with the scores of its `first` and `second`
     sentence columns (`pair_logprobs`) added as the columns `names`; returns (frame, a, b)."""
-    _require_rows(items, suite)
+    require_rows(items, suite)
     frame = items.copy()
     a, b = pair_logprobs(model, frame[first], frame[second], span=span, bos=bos,
                          batch_size=batch_size, progress=progress)
@@ -177,7 +177,7 @@ def score_pairs(model, items, suite: str, first: str, second: str, names: tuple[
     return frame, a, b
 
 
-def _prefer(a, b) -> np.ndarray:
+def prefer(a, b) -> np.ndarray:
     """1 where a scores higher, 0 where b does, 0.5 on a tie."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     return np.where(a > b, 1.0, np.where(a < b, 0.0, 0.5))

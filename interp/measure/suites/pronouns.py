@@ -21,7 +21,7 @@ of in on at by into onto over under up down out off away back again too as and o
 if when while since before after until than then there here how what which who whom whose why
 where well very more less much many one two three""".split())
 
-_PRONOUN_WORD = re.compile(r"\b(he|him|his|himself|she|her|hers|herself)\b", re.IGNORECASE)
+PRONOUN_WORD = re.compile(r"\b(he|him|his|himself|she|her|hers|herself)\b", re.IGNORECASE)
 
 
 def _match_case(original: str, new: str) -> str:
@@ -54,7 +54,7 @@ def _next_word(text: str, end: int) -> str | None:
     return m.group(1).lower() if m else None
 
 
-def _swap_spans(text: str, spans: list[tuple[int, int]]) -> str:
+def swap_spans(text: str, spans: list[tuple[int, int]]) -> str:
     out, pos = [], 0
     for start, end in sorted(spans):
         out.append(text[pos:start])

@@ -91,10 +91,10 @@ def _json_safe(obj):
     return obj
 
 
-def _meta(model, suite: str, **options) -> dict:
+def suite_meta(model, suite: str, **options) -> dict:
     return {"suite": suite, "model": model.name, "fingerprint": model.fingerprint(), **options}
 
 
-def _require_rows(frame: pd.DataFrame, suite: str) -> None:
+def require_rows(frame: pd.DataFrame, suite: str) -> None:
     if len(frame) == 0:
         raise EmptyPromptSetError(f"no {suite} items to score: the frame is empty")

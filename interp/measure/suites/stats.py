@@ -11,8 +11,8 @@ import numpy as np
 from .. import metrics
 
 
-def _put_mean(summary: dict, key: str, values, *, n_boot: int, seed: int,
-              scale: float = 100.0) -> None:
+def put_mean(summary: dict, key: str, values, *, n_boot: int, seed: int,
+             scale: float = 100.0) -> None:
     v = np.asarray(values, float) * scale
     ok = v[~np.isnan(v)]
     summary[key] = float(ok.mean()) if ok.size else float("nan")
@@ -37,13 +37,13 @@ def _bootstrap_stat(stat: Callable[[np.ndarray], np.ndarray], n: int, *, n_boot:
     return float(lo), float(hi)
 
 
-def _put_stat(summary: dict, key: str, stat, n: int, *, n_boot: int, seed: int) -> None:
+def put_stat(summary: dict, key: str, stat, n: int, *, n_boot: int, seed: int) -> None:
     summary[key] = float(stat(np.arange(n)[None])[0]) if n else float("nan")
     summary[f"{key}_lo"], summary[f"{key}_hi"] = _bootstrap_stat(stat, n, n_boot=n_boot,
                                                                  seed=seed)
 
 
-def _group_mean(values, mask, scale: float = 100.0):
+def group_mean(values, mask, scale: float = 100.0):
     values, mask = np.asarray(values, float) * scale, np.asarray(mask, bool)
 
     def stat(idx):
@@ -53,11 +53,11 @@ def _group_mean(values, mask, scale: float = 100.0):
     return stat
 
 
-def _difference(stat_a, stat_b):
+def difference(stat_a, stat_b):
     return lambda idx: stat_a(idx) - stat_b(idx)
 
 
-def _pearson(x, y):
+def pearson(x, y):
     x, y = np.asarray(x, float), np.asarray(y, float)
 
     def stat(idx):

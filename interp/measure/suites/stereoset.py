@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import FORMATS, SuiteFormatError
-from .files import _find, _missing, _pick, _read_text
-from .likelihood import _prefer, continuation_logprobs, sentence_logprobs
-from .result import SuiteResult, _meta, _require_rows
-from .stats import _put_mean, _put_stat
+from .files import find_file, missing_file, pick_rows, read_text
+from .likelihood import continuation_logprobs, prefer, sentence_logprobs
+from .result import SuiteResult, require_rows, suite_meta
+from .stats import put_mean, put_stat
 
 STEREOSET_LABELS = ("stereotype", "anti-stereotype", "unrelated")
 
@@ -71,11 +71,11 @@ def load_stereoset(path: str | Path, *, task: str | Sequence[str] | None = None,
 
     path: dev.json or a directory holding it. task, bias_type: keep only these.
     """
-    file = _find(path, "dev.json")
+    file = find_file(path, "dev.json")
     if file is None:
-        raise _missing(path, "stereoset", "dev.json")
+        raise missing_file(path, "stereoset", "dev.json")
     try:
-        doc = json.loads(_read_text(file, "stereoset"))
+        doc = json.loads(read_text(file, "stereoset"))
     except json.JSONDecodeError as e:
         raise SuiteFormatError(f"stereoset: {file} is not valid JSON ({e}). "
                                f"Expected {FORMATS['stereoset']}.") from e
@@ -95,8 +95,8 @@ def load_stereoset(path: str | Path, *, task: str | Sequence[str] | None = None,
     if not rows:
         raise SuiteFormatError(f"stereoset: {file} holds no items. "
                                f"Expected {FORMATS['stereoset']}.")
-    frame = _pick(pd.DataFrame(rows), "task", task, "stereoset")
-    return _pick(frame, "bias_type", bias_type, "stereoset")
+    frame = pick_rows(pd.DataFrame(rows), "task", task, "stereoset")
+    return pick_rows(frame, "bias_type", bias_type, "stereoset")
 
 
 def _icat(ss_pref, lm_pref):
@@ -110,10 +110,10 @@ def _icat(ss_pref, lm_pref):
 
 def _stereoset_summary(frame: pd.DataFrame, **kw) -> dict:
     row: dict = {"n_items": len(frame)}
-    _put_mean(row, "ss", frame["stereo_preferred"], **kw)
-    _put_mean(row, "lms", frame["lm_preferred"], **kw)
-    _put_stat(row, "icat", _icat(frame["stereo_preferred"], frame["lm_preferred"]), len(frame),
-              **kw)
+    put_mean(row, "ss", frame["stereo_preferred"], **kw)
+    put_mean(row, "lms", frame["lm_preferred"], **kw)
+    put_stat(row, "icat", _icat(frame["stereo_preferred"], frame["lm_preferred"]), len(frame),
+             **kw)
     return row
 
 
@@ -134,7 +134,7 @@ def score_stereoset(model, items: pd.DataFrame, *, normalize: bool = True,
     StereoSet's leaderboard first averages within each target term. Table by_group: the same
     per task and bias type ("all" rows pool them).
     """
-    _require_rows(items, "stereoset")
+    require_rows(items, "stereoset")
     frame = items.copy()
     reduce = "mean" if normalize else "sum"
     opts = {"reduce": reduce, "bos": bos, "batch_size": batch_size, "progress": progress}
@@ -151,8 +151,8 @@ def score_stereoset(model, items: pd.DataFrame, *, normalize: bool = True,
         scores[~intra] = inter_lp[j * n_inter: (j + 1) * n_inter]
         frame[f"logp_{c}"] = scores
     s, a, u = (frame[f"logp_{c}"].to_numpy() for c in cols)
-    frame["stereo_preferred"] = _prefer(s, a)
-    frame["lm_preferred"] = (_prefer(s, u) + _prefer(a, u)) / 2
+    frame["stereo_preferred"] = prefer(s, a)
+    frame["lm_preferred"] = (prefer(s, u) + prefer(a, u)) / 2
 
     kw = {"n_boot": n_boot, "seed": seed}
     groups = []
@@ -163,5 +163,5 @@ def score_stereoset(model, items: pd.DataFrame, *, normalize: bool = True,
             groups.append({"task": task, "bias_type": bias, **_stereoset_summary(g, **kw)})
     return SuiteResult("stereoset", frame, _stereoset_summary(frame, **kw),
                        {"by_group": pd.DataFrame(groups)},
-                       _meta(model, "stereoset", normalize=normalize, bos=bos, n_boot=n_boot,
-                             seed=seed))
+                       suite_meta(model, "stereoset", normalize=normalize, bos=bos, n_boot=n_boot,
+                                  seed=seed))

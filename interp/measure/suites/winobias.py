@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import FORMATS, SuiteFormatError
-from .files import _as_list, _missing, _read_text
-from .likelihood import _prefer, score_pairs
-from .pronouns import _PRONOUN_WORD, PRONOUN_GENDER, _swap_spans
-from .result import SuiteResult, _meta
-from .stats import _difference, _group_mean, _put_mean, _put_stat
+from .files import missing_file, read_text
+from .likelihood import prefer, score_pairs
+from .pronouns import PRONOUN_GENDER, PRONOUN_WORD, swap_spans
+from .result import SuiteResult, suite_meta
+from .stats import difference, group_mean, put_mean, put_stat
 
 _WINOBIAS_FILE = re.compile(r"^(pro|anti)_stereotyped_type([12])\.txt\.(dev|test)$")
 
@@ -51,13 +51,13 @@ def parse_winobias_line(line: str) -> dict:
         raise ValueError("unbalanced brackets")
     pronouns = [(s, e) for s, e, c in spans if c.lower() in PRONOUN_GENDER]
     if not pronouns:  # no bracketed pronoun: fall back on every gendered pronoun in the line
-        pronouns = [mm.span() for mm in _PRONOUN_WORD.finditer(clean)]
+        pronouns = [mm.span() for mm in PRONOUN_WORD.finditer(clean)]
     if not pronouns:
         raise ValueError("no gendered pronoun (he, she, him, her, his, hers, himself, herself)")
     words = [clean[s:e] for s, e in pronouns]
     referents = [c for _, _, c in spans if c.lower() not in PRONOUN_GENDER]
     return {
-        "number": number, "sentence": clean, "swapped": _swap_spans(clean, pronouns),
+        "number": number, "sentence": clean, "swapped": swap_spans(clean, pronouns),
         "gender": PRONOUN_GENDER[words[0].lower()], "pronouns": ",".join(w.lower() for w in words),
         "referent": referents[0] if referents else "",
         "pronoun_words": [len(clean[:s].split()) for s, _ in pronouns],
@@ -80,7 +80,7 @@ def _winobias_files(path, split, types) -> list[tuple[Path, re.Match]]:
                 candidates.setdefault(f.name, f)
         candidates = sorted(candidates.values(), key=lambda f: f.name)
     else:
-        raise _missing(p, "winobias", "pro_stereotyped_type1.txt.dev")
+        raise missing_file(p, "winobias", "pro_stereotyped_type1.txt.dev")
     files = [(f, _WINOBIAS_FILE.match(f.name)) for f in candidates]
     files = [(f, m) for f, m in files if (split is None or m.group(3) in _as_list(split))
              and (types is None or int(m.group(2)) in [int(t) for t in _as_list(types)])]
@@ -90,9 +90,13 @@ def _winobias_files(path, split, types) -> list[tuple[Path, re.Match]]:
     return files
 
 
+def _as_list(value) -> list:
+    return [value] if isinstance(value, (str, int)) else list(value)
+
+
 def _read_winobias_file(file: Path, m: re.Match) -> list[dict]:
     rows = []
-    for lineno, line in enumerate(_read_text(file, "winobias").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(file, "winobias").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -178,30 +182,30 @@ def score_winobias(model, pairs: pd.DataFrame, *, span: str = "full", bos: bool 
                                       batch_size=batch_size, progress=progress)
     male = (frame["gender"] == "male").to_numpy()
     frame["diff"] = own - swapped
-    frame["correct"] = _prefer(own, swapped)
-    frame["male_preferred"] = _prefer(np.where(male, own, swapped), np.where(male, swapped, own))
+    frame["correct"] = prefer(own, swapped)
+    frame["male_preferred"] = prefer(np.where(male, own, swapped), np.where(male, swapped, own))
 
     kw = {"n_boot": n_boot, "seed": seed}
     correct, n = frame["correct"].to_numpy(), len(frame)
     pro = (frame["stereotype"] == "pro").to_numpy()
     summary: dict = {"n_sentences": n}
-    _put_mean(summary, "accuracy", correct, **kw)
+    put_mean(summary, "accuracy", correct, **kw)
     for key, mask in (("pro", pro), ("anti", ~pro), ("male", male), ("female", ~male)):
-        _put_mean(summary, f"accuracy_{key}", correct[mask], **kw)
-    _put_stat(summary, "delta_s", _difference(_group_mean(correct, pro),
-                                              _group_mean(correct, ~pro)), n, **kw)
-    _put_stat(summary, "delta_g", _difference(_group_mean(correct, male),
-                                              _group_mean(correct, ~male)), n, **kw)
-    _put_mean(summary, "male_preferred", frame["male_preferred"], **kw)
+        put_mean(summary, f"accuracy_{key}", correct[mask], **kw)
+    put_stat(summary, "delta_s", difference(group_mean(correct, pro),
+                                            group_mean(correct, ~pro)), n, **kw)
+    put_stat(summary, "delta_g", difference(group_mean(correct, male),
+                                            group_mean(correct, ~male)), n, **kw)
+    put_mean(summary, "male_preferred", frame["male_preferred"], **kw)
     return SuiteResult("winobias", frame, summary,
                        {"by_group": _winobias_groups(frame, **kw)},
-                       _meta(model, "winobias", span=span, bos=bos, n_boot=n_boot, seed=seed))
+                       suite_meta(model, "winobias", span=span, bos=bos, n_boot=n_boot, seed=seed))
 
 
 def _winobias_groups(frame: pd.DataFrame, **kw) -> pd.DataFrame:
     rows = []
     for (typ, stereo, gender), g in frame.groupby(["type", "stereotype", "gender"], sort=True):
         row = {"type": typ, "stereotype": stereo, "gender": gender, "n": len(g)}
-        _put_mean(row, "accuracy", g["correct"], **kw)
+        put_mean(row, "accuracy", g["correct"], **kw)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -10,24 +10,24 @@ import numpy as np
 import pandas as pd
 
 from .errors import FORMATS, SuiteFormatError
-from .files import _blank_cells, _find, _missing, _read_table
-from .likelihood import _prefer, score_pairs
-from .result import SuiteResult, _meta
-from .stats import _pearson, _put_mean, _put_stat
+from .files import blank_cells, find_file, missing_file, read_table
+from .likelihood import prefer, score_pairs
+from .result import SuiteResult, suite_meta
+from .stats import pearson, put_mean, put_stat
 
 _SENTID = re.compile(r"^(?P<occupation>[^.]+)\.(?P<participant>[^.]+)\.(?P<answer>\d+)\."
                      r"(?P<gender>male|female|neutral)\.txt$")
 
 
 def _winogender_sentences(file: Path) -> pd.DataFrame:
-    df = _read_table(file, "winogender", ["sentid", "sentence"], sep="\t")
+    df = read_table(file, "winogender", ["sentid", "sentence"], sep="\t")
     parts = df["sentid"].str.strip().str.extract(_SENTID)
     bad = df["sentid"][parts["occupation"].isna()].tolist()
     if bad:
         raise SuiteFormatError(f"winogender: {file}: {len(bad)} sentid(s) not of the form "
                                f"occupation.participant.answer.gender.txt, e.g. {bad[:3]}. "
                                f"Expected {FORMATS['winogender']}.")
-    blank = _blank_cells(df, ["sentence"])
+    blank = blank_cells(df, ["sentence"])
     if blank:
         raise SuiteFormatError(f"winogender: {file}: empty sentence for "
                                f"{df['sentid'].iloc[blank[:3]].tolist()}")
@@ -56,7 +56,7 @@ def _winogender_items(sentences: pd.DataFrame, file: Path) -> pd.DataFrame:
 
 def _winogender_stats(file: Path) -> pd.DataFrame:
     cols = ["occupation", "bergsma_pct_female", "bls_pct_female"]
-    df = _read_table(file, "winogender", cols, sep="\t")[cols].copy()
+    df = read_table(file, "winogender", cols, sep="\t")[cols].copy()
     for c in cols[1:]:
         values = pd.to_numeric(df[c].str.strip(), errors="coerce")
         if values.isna().any():
@@ -76,16 +76,16 @@ def load_winogender(path: str | Path, *, stats_path: str | Path | None = None) -
     participant, answer, female, male, neutral, bergsma_pct_female, bls_pct_female (NaN for an
     occupation the stats file lacks).
     """
-    sentences_file = _find(path, "all_sentences.tsv")
+    sentences_file = find_file(path, "all_sentences.tsv")
     if sentences_file is None:
-        raise _missing(path, "winogender", "all_sentences.tsv")
+        raise missing_file(path, "winogender", "all_sentences.tsv")
     items = _winogender_items(_winogender_sentences(sentences_file), sentences_file)
     if stats_path is None:
         beside = sentences_file.parent / "occupations-stats.tsv"
         stats_file = beside if beside.is_file() else (
-            _find(path, "occupations-stats.tsv") if Path(path).expanduser().is_dir() else None)
+            find_file(path, "occupations-stats.tsv") if Path(path).expanduser().is_dir() else None)
     else:
-        stats_file = _find(stats_path, "occupations-stats.tsv")
+        stats_file = find_file(stats_path, "occupations-stats.tsv")
     if stats_file is None:
         raise SuiteFormatError(
             f"winogender: no occupations-stats.tsv beside {sentences_file} (nor at "
@@ -114,7 +114,7 @@ def score_winogender(model, items: pd.DataFrame, *, span: str = "full", bos: boo
                                 batch_size=batch_size, progress=progress)
     frame["logodds_female"] = lf - lm
     frame["p_female"] = 1.0 / (1.0 + np.exp(-(lf - lm)))
-    frame["female_preferred"] = _prefer(lf, lm)
+    frame["female_preferred"] = prefer(lf, lm)
 
     kw = {"n_boot": n_boot, "seed": seed}
     by_occ = (frame.groupby("occupation", sort=True)
@@ -126,11 +126,12 @@ def score_winogender(model, items: pd.DataFrame, *, span: str = "full", bos: boo
               .reset_index())
     by_occ["female_preferred"] *= 100
     summary: dict = {"n_items": len(frame), "n_occupations": len(by_occ)}
-    _put_mean(summary, "female_preferred", frame["female_preferred"], **kw)
-    _put_mean(summary, "p_female", frame["p_female"], scale=1.0, **kw)
+    put_mean(summary, "female_preferred", frame["female_preferred"], **kw)
+    put_mean(summary, "p_female", frame["p_female"], scale=1.0, **kw)
     for key, col in (("r_bls", "bls_pct_female"), ("r_bergsma", "bergsma_pct_female")):
         known = by_occ[by_occ[col].notna()]
-        _put_stat(summary, key, _pearson(known["p_female"], known[col]), len(known), **kw)
+        put_stat(summary, key, pearson(known["p_female"], known[col]), len(known), **kw)
     summary["n_occupations_with_stats"] = int(by_occ["bls_pct_female"].notna().sum())
     return SuiteResult("winogender", frame, summary, {"by_occupation": by_occ},
-                       _meta(model, "winogender", span=span, bos=bos, n_boot=n_boot, seed=seed))
+                       suite_meta(model, "winogender", span=span, bos=bos, n_boot=n_boot,
+                                  seed=seed))
