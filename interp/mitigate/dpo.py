@@ -31,7 +31,7 @@ import torch
 from ..measure.suites.likelihood import encode_continuations
 from ..model.runner import Runner
 from .edit import Edit, EditError
-from .finetune import _kl, _neutral_chunks, _Streams, factored, train_sites, trained_sites
+from .finetune import CachedStreams, factored, mean_kl, neutral_chunks, train_sites, trained_sites
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -46,7 +46,7 @@ def _sequences(model, frame: pd.DataFrame):
     return [c + y for c, y in zip(ctx, cont)], [len(c) for c in ctx]
 
 
-def _sums(streams: _Streams, rows: Sequence[int], seqs, starts) -> torch.Tensor:
+def _sums(streams: CachedStreams, rows: Sequence[int], seqs, starts) -> torch.Tensor:
     """log p(continuation | prompt), summed over the continuation's tokens, for `rows`."""
     x = torch.nn.utils.rnn.pad_sequence([streams.rows[i] for i in rows], batch_first=True)
     hidden = streams.runner.final_hidden(x, streams.start)
@@ -62,7 +62,7 @@ def _sums(streams: _Streams, rows: Sequence[int], seqs, starts) -> torch.Tensor:
     return torch.zeros(len(rows), device=x.device).index_add(0, who_t, lp)
 
 
-def _all_sums(streams: _Streams, seqs, starts, batch: int = 64) -> torch.Tensor:
+def _all_sums(streams: CachedStreams, seqs, starts, batch: int = 64) -> torch.Tensor:
     return torch.cat([_sums(streams, list(range(b, min(b + batch, len(seqs)))), seqs, starts)
                       for b in range(0, len(seqs), batch)])
 
@@ -89,8 +89,8 @@ def dpo(model, preferences: pd.DataFrame, *, layers: Sequence[int],
     fingerprint, clock = model.fingerprint(), time.perf_counter()
     seqs, starts = _sequences(model, preferences)
     n = len(preferences)
-    streams = _Streams(model, Runner(model), seqs, sites[0][1])
-    neutral = _Streams(model, streams.runner, _neutral_chunks(model, 64), sites[0][1])
+    streams = CachedStreams(model, Runner(model), seqs, sites[0][1])
+    neutral = CachedStreams(model, streams.runner, neutral_chunks(model, 64), sites[0][1])
     with torch.no_grad():
         ref = _all_sums(streams, seqs, starts)
         ref_neutral = neutral.logprobs(range(len(neutral)), every_position=True)
@@ -107,8 +107,8 @@ def dpo(model, preferences: pd.DataFrame, *, layers: Sequence[int],
         loss = dpo_loss = -torch.nn.functional.logsigmoid(margin).mean()
         if kl_weight:
             rows = torch.randperm(len(neutral), generator=gen)[:8].tolist()
-            loss = loss + kl_weight * _kl(ref_neutral[rows],
-                                          neutral.logprobs(rows, every_position=True))
+            loss = loss + kl_weight * mean_kl(ref_neutral[rows],
+                                              neutral.logprobs(rows, every_position=True))
         return loss, dpo_loss
 
     steps = epochs * -(-n // batch_size)
@@ -137,6 +137,6 @@ def preference_margins(model, preferences: pd.DataFrame, edit: Edit | None = Non
     seqs, starts = _sequences(model, preferences)
     with (edit.applied(model) if edit is not None else contextlib.nullcontext()), \
             torch.no_grad():
-        lp = _all_sums(_Streams(model, Runner(model), seqs, 0), seqs, starts)
+        lp = _all_sums(CachedStreams(model, Runner(model), seqs, 0), seqs, starts)
     n = len(preferences)
     return (lp[:n] - lp[n:]).double().cpu().numpy()

@@ -39,7 +39,7 @@ from .targets import pronoun_columns
 OBJECTIVES = ("balance", "cda")
 
 
-class _Streams:
+class CachedStreams:
     """The stream entering block `start` for each sequence, computed once: the blocks below the
     lowest trained weight never change, so each step runs only the blocks from `start` on."""
 
@@ -66,7 +66,7 @@ class _Streams:
         return self.runner.logits_at(x, self.start, last).log_softmax(-1)
 
 
-def _neutral_chunks(model, length: int) -> list[list[int]]:
+def neutral_chunks(model, length: int) -> list[list[int]]:
     """Full windows of `length` tokens of the neutral text (each starts as the tokenizer starts
     a text: Gemma's <bos>)."""
     return [w for w in windows(model.tokenizer, neutral_text(), length) if len(w) == length]
@@ -90,10 +90,10 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
     ids, columns = pronoun_columns(model, [p.slot for p in prompts])
     pairs = torch.tensor(ids)[columns]  # (prompts, 2): the male and the female pronoun's id
     bottom = sites[0][1]
-    fit = _Streams(model, runner, [list(p.input_ids) for p in prompts], bottom)
-    kept = _Streams(model, runner, [list(p.input_ids) for p in preserve] if preserve else [],
-                    bottom)
-    neutral = _Streams(model, runner, _neutral_chunks(model, 64), bottom)
+    fit = CachedStreams(model, runner, [list(p.input_ids) for p in prompts], bottom)
+    kept = CachedStreams(model, runner, [list(p.input_ids) for p in preserve] if preserve else [],
+                         bottom)
+    neutral = CachedStreams(model, runner, neutral_chunks(model, 64), bottom)
     with torch.no_grad():  # the distributions the KL penalty keeps
         ref_neutral = neutral.logprobs(range(len(neutral)), every_position=True)
         ref_kept = kept.logprobs(range(len(kept))) if len(kept) else None
@@ -113,10 +113,10 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
         if kl_weight:
             pick = torch.randperm(len(neutral), generator=gen)[:8].tolist()
             out = neutral.logprobs(pick, every_position=True)
-            loss = loss + kl_weight * _kl(ref_neutral[pick], out)
+            loss = loss + kl_weight * mean_kl(ref_neutral[pick], out)
         if len(kept):
             pick = torch.randperm(len(kept), generator=gen)[:batch_size].tolist()
-            loss = loss + preserve_weight * _kl(ref_kept[pick], kept.logprobs(pick))
+            loss = loss + preserve_weight * mean_kl(ref_kept[pick], kept.logprobs(pick))
         return loss, bias_loss
 
     show = progress if progress is not None else steps > 20
@@ -189,7 +189,7 @@ def factored(deltas) -> dict[str, dict]:
     return factors
 
 
-def _kl(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def mean_kl(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Mean KL(ref ‖ out) over the rows (and positions) of log-probabilities."""
     return (ref.exp() * (ref - out)).sum(-1).mean()
 
