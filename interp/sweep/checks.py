@@ -15,7 +15,7 @@ def _type_name(value) -> str:
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 
 
-def _is(value, kind) -> bool:
+def is_kind(value, kind) -> bool:
     if kind is int:  # TOML booleans are ints to Python; a seed of `true` is a mistake
         return isinstance(value, int) and not isinstance(value, bool)
     if kind is float:
@@ -23,35 +23,35 @@ def _is(value, kind) -> bool:
     return isinstance(value, kind)
 
 
-def _bad(where: str, expected: str, value) -> SweepConfigError:
+def bad_value(where: str, expected: str, value) -> SweepConfigError:
     return SweepConfigError(f"sweep config: {where} must be {expected}, not {value!r} "
                             f"({_type_name(value)})")
 
 
-def _opt(table: dict, key: str, kind, where: str, expected: str, default=None):
+def optional_key(table: dict, key: str, kind, where: str, expected: str, default=None):
     if key not in table:
         return default
     value = table[key]
-    if not _is(value, kind):
-        raise _bad(where, expected, value)
+    if not is_kind(value, kind):
+        raise bad_value(where, expected, value)
     return float(value) if kind is float else value
 
 
-def _table(raw: dict, key: str, where: str) -> dict:
+def sub_table(raw: dict, key: str, where: str) -> dict:
     value = raw.get(key, {})
     if not isinstance(value, dict):
-        raise _bad(where, f"a table ([{where}])", value)
+        raise bad_value(where, f"a table ([{where}])", value)
     return value
 
 
-def _no_unknown(table: dict, allowed: set, where: str, hint: str = "") -> None:
+def no_unknown_keys(table: dict, allowed: set, where: str, hint: str = "") -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise SweepConfigError(f"sweep config: unknown key(s) {unknown} in {where}; allowed: "
                                f"{', '.join(sorted(allowed))}{hint}")
 
 
-def _axis(table: dict, key: str, kind, where: str, expected: str, default=None) -> list:
+def grid_axis(table: dict, key: str, kind, where: str, expected: str, default=None) -> list:
     """A grid axis: a non-empty list of values (a single value is a list of one)."""
     if key not in table:
         if default is None:
@@ -65,12 +65,12 @@ def _axis(table: dict, key: str, kind, where: str, expected: str, default=None) 
         raise SweepConfigError(f"sweep config: {where} is empty, so the grid would have no "
                                f"cells; give at least one of {expected}")
     for v in values:
-        if not _is(v, kind):
-            raise _bad(f"every entry of {where}", expected, v)
+        if not is_kind(v, kind):
+            raise bad_value(f"every entry of {where}", expected, v)
     return [float(v) if kind is float else v for v in values]
 
 
-def _nested_axis(table: dict, key: str, kind, where: str, example: str, default=None) -> list:
+def nested_grid_axis(table: dict, key: str, kind, where: str, example: str, default=None) -> list:
     """An axis whose values are lists themselves (kinds, layers). A flat list is refused: it
     could mean one combination or one cell per entry."""
     if key not in table:
@@ -86,19 +86,19 @@ def _nested_axis(table: dict, key: str, kind, where: str, example: str, default=
                                f"have no cells; e.g. {key} = {example}")
     for combo in values:
         for v in combo:
-            if not _is(v, kind):
-                raise _bad(f"every entry of {where}", _type_name(kind()), v)
+            if not is_kind(v, kind):
+                raise bad_value(f"every entry of {where}", _type_name(kind()), v)
     return values
 
 
-def _choice(value, allowed, where: str):
+def one_of(value, allowed, where: str):
     if value not in allowed:
         raise SweepConfigError(f"sweep config: {where} is {value!r}; use one of "
                                f"{', '.join(map(str, allowed))}")
     return value
 
 
-def _known_set(name: str, prompts: dict, where: str) -> str:
+def known_prompt_set(name: str, prompts: dict, where: str) -> str:
     if name not in prompts:
         defined = ", ".join(prompts) or "none"
         raise SweepConfigError(f"sweep config: {where} names the prompt set {name!r}, which is "

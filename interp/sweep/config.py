@@ -18,15 +18,15 @@ from ..mitigate.lsdm import lsdm
 from ..model.load import BUNDLED_NAME
 from .checks import (
     SweepConfigError,
-    _axis,
-    _bad,
-    _choice,
-    _is,
-    _known_set,
-    _nested_axis,
-    _no_unknown,
-    _opt,
-    _table,
+    bad_value,
+    grid_axis,
+    is_kind,
+    known_prompt_set,
+    nested_grid_axis,
+    no_unknown_keys,
+    one_of,
+    optional_key,
+    sub_table,
 )
 
 CORRUPTIONS = ("noise", "swap")
@@ -77,7 +77,7 @@ class SweepConfig:
         return BUNDLED_NAME if self.model is None else self.model
 
 
-def _load_toml(path: Path) -> tuple[dict, str]:
+def load_toml(path: Path) -> tuple[dict, str]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
@@ -101,25 +101,26 @@ def read_config(config) -> SweepConfig:
         return config
     text = None
     if isinstance(config, (str, Path)):
-        raw, text = _load_toml(Path(config))
+        raw, text = load_toml(Path(config))
     elif isinstance(config, dict):
         raw = config
     else:
         raise SweepConfigError(f"a sweep config is a TOML path or a dict, not "
                                f"{type(config).__name__}")
-    _no_unknown(raw, TOP_KEYS, "the top level")
-    model = _opt(raw, "model", str, "model", "a model spec such as 'bundled' or 'tiny-llama'")
+    no_unknown_keys(raw, TOP_KEYS, "the top level")
+    model = optional_key(raw, "model", str, "model",
+                         "a model spec such as 'bundled' or 'tiny-llama'")
     if model is not None and model.lower() in BUNDLED_ALIASES:
         model = None
-    prompts = _prompt_sets(_table(raw, "prompts", "prompts"))
+    prompts = _prompt_sets(sub_table(raw, "prompts", "prompts"))
     if "trace" not in raw and "edit" not in raw:
         raise SweepConfigError("nothing to run: add a [trace] table, an [edit] table, or both")
-    trace = _trace_section(_table(raw, "trace", "trace"), prompts) if "trace" in raw else None
-    edit = _edit_section(_table(raw, "edit", "edit"), prompts) if "edit" in raw else None
+    trace = _trace_section(sub_table(raw, "trace", "trace"), prompts) if "trace" in raw else None
+    edit = _edit_section(sub_table(raw, "edit", "edit"), prompts) if "edit" in raw else None
     return SweepConfig(
         model=model,
-        out=_opt(raw, "out", str, "out", "a directory path"),
-        seed=_opt(raw, "seed", int, "seed", "an integer", default=0),
+        out=optional_key(raw, "out", str, "out", "a directory path"),
+        seed=optional_key(raw, "seed", int, "seed", "an integer", default=0),
         prompts=prompts, trace=trace, edit=edit, raw=raw, text=text,
     )
 
@@ -140,14 +141,14 @@ def _prompt_spec(name: str, spec) -> dict:
         raise SweepConfigError(f"sweep config: prompt set name {name!r} may hold only letters, "
                                "digits, '_' and '-' (it prefixes result columns)")
     if not isinstance(spec, dict):
-        raise _bad(where, "a table with source = ...", spec)
-    _no_unknown(spec, PROMPT_KEYS, where)
-    source = _choice(_opt(spec, "source", str, f"{where} source", "a string",
-                          default="professions"), SOURCES, f"{where} source")
+        raise bad_value(where, "a table with source = ...", spec)
+    no_unknown_keys(spec, PROMPT_KEYS, where)
+    source = one_of(optional_key(spec, "source", str, f"{where} source", "a string",
+                                 default="professions"), SOURCES, f"{where} source")
     out: dict = {"source": source}
     if source == "professions":
-        out["split"] = _choice(_opt(spec, "split", str, f"{where} split", "a string",
-                                    default="train"), SPLITS, f"{where} split")
+        out["split"] = one_of(optional_key(spec, "split", str, f"{where} split", "a string",
+                                           default="train"), SPLITS, f"{where} split")
     elif "split" in spec:
         raise SweepConfigError(f"sweep config: {where} split applies only to source = "
                                f"\"professions\", not {source!r}")
@@ -160,10 +161,10 @@ def _prompt_spec(name: str, spec) -> dict:
     else:
         out["templates"] = _templates(spec.get("templates"), where, P)
     for key in ("subjects", "limit"):
-        value = _opt(spec, key, int, f"{where} {key}", "a positive integer")
+        value = optional_key(spec, key, int, f"{where} {key}", "a positive integer")
         if value is not None:
             if value < 1:
-                raise _bad(f"{where} {key}", "a positive integer", value)
+                raise bad_value(f"{where} {key}", "a positive integer", value)
             out[key] = value
     return out
 
@@ -171,10 +172,10 @@ def _prompt_spec(name: str, spec) -> dict:
 def _templates(value, where: str, P) -> list[str]:
     if value is None:
         return list(P.TEMPLATES)
-    if _is(value, int):
+    if is_kind(value, int):
         if not 1 <= value <= len(P.TEMPLATES):
-            raise _bad(f"{where} templates", f"1..{len(P.TEMPLATES)} (the first N built-in "
-                       "templates) or a list of templates", value)
+            raise bad_value(f"{where} templates", f"1..{len(P.TEMPLATES)} (the first N built-in "
+                            "templates) or a list of templates", value)
         return list(P.TEMPLATES[:value])
     if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
         for t in value:
@@ -183,12 +184,12 @@ def _templates(value, where: str, P) -> list[str]:
             except InterpError as e:
                 raise SweepConfigError(f"sweep config: {where} templates: {e}") from None
         return list(value)
-    raise _bad(f"{where} templates", "an integer (the first N built-in templates) or a "
-               "non-empty list of template strings", value)
+    raise bad_value(f"{where} templates", "an integer (the first N built-in templates) or a "
+                    "non-empty list of template strings", value)
 
 
 def _jsonl_source(spec: dict, where: str) -> dict:
-    path = _opt(spec, "path", str, f"{where} path", "a path to a JSONL file")
+    path = optional_key(spec, "path", str, f"{where} path", "a path to a JSONL file")
     if path is None:
         raise SweepConfigError(f"sweep config: {where} has source = \"jsonl\" but no path")
     file = Path(path).expanduser()
@@ -205,34 +206,34 @@ def _jsonl_source(spec: dict, where: str) -> dict:
 
 
 def _trace_section(table: dict, prompts: dict) -> dict:
-    _no_unknown(table, TRACE_KEYS, "[trace]")
-    sets = [_known_set(n, prompts, "trace.prompts")
-            for n in _axis(table, "prompts", str, "trace.prompts", "prompt set names")]
-    corruptions = [_choice(c, CORRUPTIONS, "a trace.corruptions entry")
-                   for c in _axis(table, "corruptions", str, "trace.corruptions",
-                                  "'noise' or 'swap'", default=["noise"])]
-    kinds = _nested_axis(table, "kinds", str, "trace.kinds", '[["mlp", "attn"]]',
-                         default=[["resid", "mlp", "attn"]])
+    no_unknown_keys(table, TRACE_KEYS, "[trace]")
+    sets = [known_prompt_set(n, prompts, "trace.prompts")
+            for n in grid_axis(table, "prompts", str, "trace.prompts", "prompt set names")]
+    corruptions = [one_of(c, CORRUPTIONS, "a trace.corruptions entry")
+                   for c in grid_axis(table, "corruptions", str, "trace.corruptions",
+                                      "'noise' or 'swap'", default=["noise"])]
+    kinds = nested_grid_axis(table, "kinds", str, "trace.kinds", '[["mlp", "attn"]]',
+                             default=[["resid", "mlp", "attn"]])
     for combo in kinds:
         for k in combo:
-            _choice(k, KINDS, "a trace.kinds entry")
-    windows = _axis(table, "windows", int, "trace.windows", "positive integers", default=[1])
+            one_of(k, KINDS, "a trace.kinds entry")
+    windows = grid_axis(table, "windows", int, "trace.windows", "positive integers", default=[1])
     if min(windows) < 1:
-        raise _bad("every entry of trace.windows", "a positive integer", min(windows))
-    samples = _opt(table, "samples", int, "trace.samples", "a positive integer", default=3)
+        raise bad_value("every entry of trace.windows", "a positive integer", min(windows))
+    samples = optional_key(table, "samples", int, "trace.samples", "a positive integer", default=3)
     if samples < 1:
-        raise _bad("trace.samples", "a positive integer", samples)
+        raise bad_value("trace.samples", "a positive integer", samples)
     words = table.get("swap_words")
     if words is not None and not (isinstance(words, list) and words
                                   and all(isinstance(w, str) for w in words)):
-        raise _bad("trace.swap_words", "a non-empty list of words", words)
+        raise bad_value("trace.swap_words", "a non-empty list of words", words)
     return {
         "prompts": sets, "corruptions": corruptions, "kinds": kinds, "windows": windows,
         "samples": samples, "swap_words": words,
-        "metric": _choice(_opt(table, "metric", str, "trace.metric", "a string",
-                               default="logodds"), METRICS, "trace.metric"),
-        "method": _choice(_opt(table, "method", str, "trace.method", "a string",
-                               default="exact"), METHODS, "trace.method"),
+        "metric": one_of(optional_key(table, "metric", str, "trace.metric", "a string",
+                                      default="logodds"), METRICS, "trace.metric"),
+        "method": one_of(optional_key(table, "method", str, "trace.method", "a string",
+                                      default="exact"), METHODS, "trace.method"),
     }
 
 
@@ -250,39 +251,41 @@ def _edit_section(table: dict, prompts: dict) -> dict:
         reserved = sorted((passed - allowed) & EDIT_RESERVED)
         hint = (f" ({', '.join(reserved)} come(s) from the grid or the top-level seed)"
                 if reserved else "")
-        _no_unknown(table, EDIT_KEYS | allowed, "[edit] (the sweep's keys and those of "
-                    "interp.lsdm)", hint)
-    train = _opt(table, "prompts", str, "edit.prompts", "the name of a prompt set")
+        no_unknown_keys(table, EDIT_KEYS | allowed, "[edit] (the sweep's keys and those of "
+                        "interp.lsdm)", hint)
+    train = optional_key(table, "prompts", str, "edit.prompts", "the name of a prompt set")
     if train is None:
         raise SweepConfigError("sweep config: edit.prompts is missing: name the prompt set the "
                                "edit balances, e.g. prompts = \"train\"")
-    _known_set(train, prompts, "edit.prompts")
-    evals = [_known_set(n, prompts, "edit.eval")
-             for n in _axis(table, "eval", str, "edit.eval", "prompt set names", default=[train])]
-    layers = _nested_axis(table, "layers", int, "edit.layers", "[[0, 1, 2], [3, 4]]")
+    known_prompt_set(train, prompts, "edit.prompts")
+    evals = [known_prompt_set(n, prompts, "edit.eval")
+             for n in grid_axis(table, "eval", str, "edit.eval", "prompt set names",
+                                default=[train])]
+    layers = nested_grid_axis(table, "layers", int, "edit.layers", "[[0, 1, 2], [3, 4]]")
     for combo in layers:
         if min(combo) < 0:
-            raise _bad("every entry of edit.layers", "a layer index >= 0", min(combo))
-    lam = _axis(table, "lam", float, "edit.lam", "positive numbers")
+            raise bad_value("every entry of edit.layers", "a layer index >= 0", min(combo))
+    lam = grid_axis(table, "lam", float, "edit.lam", "positive numbers")
     if min(lam) <= 0:
-        raise _bad("every entry of edit.lam", "a positive number", min(lam))
-    suites = [_choice(s, EDIT_SUITES, "an edit.suites entry")
-              for s in _axis(table, "suites", str, "edit.suites", "suite names",
-                             default=list(EDIT_SUITES))]
-    definitional = _opt(table, "definitional", str, "edit.definitional",
-                        "the name of a prompt set")
+        raise bad_value("every entry of edit.lam", "a positive number", min(lam))
+    suites = [one_of(s, EDIT_SUITES, "an edit.suites entry")
+              for s in grid_axis(table, "suites", str, "edit.suites", "suite names",
+                                 default=list(EDIT_SUITES))]
+    definitional = optional_key(table, "definitional", str, "edit.definitional",
+                                "the name of a prompt set")
     if definitional is not None:
-        _known_set(definitional, prompts, "edit.definitional")
-    heldout = _opt(table, "heldout_tokens", int, "edit.heldout_tokens", "a token count >= 2")
+        known_prompt_set(definitional, prompts, "edit.definitional")
+    heldout = optional_key(table, "heldout_tokens", int, "edit.heldout_tokens",
+                           "a token count >= 2")
     if heldout is not None and heldout < 2:
-        raise _bad("edit.heldout_tokens", "a token count >= 2", heldout)
+        raise bad_value("edit.heldout_tokens", "a token count >= 2", heldout)
     return {"prompts": train, "eval": list(dict.fromkeys(evals)),
             "layers": [sorted(set(c)) for c in layers],  # lsdm sorts them too: same cell
             "lam": lam, "suites": suites, "definitional": definitional,
             "heldout_tokens": heldout, "options": {k: table[k] for k in sorted(passed)}}
 
 
-def _save_config(cfg: SweepConfig, path: Path) -> None:
+def save_config(cfg: SweepConfig, path: Path) -> None:
     """out/config.toml: the file as written, or the dict given, as TOML."""
     text = cfg.text if cfg.text is not None else toml_dumps(cfg.raw)
     with atomic_write(path) as f:

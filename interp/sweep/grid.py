@@ -64,12 +64,12 @@ def grid(config, model_name: str | None = None) -> list[Cell]:
             cells.append(Cell("edit", {
                 "model": name, "seed": cfg.seed, "prompts": e["prompts"],
                 "prompt_set": cfg.prompts[e["prompts"]], "layers": layers, "lam": lam,
-                "options": e["options"], **_evaluation(cfg)}))
+                "options": e["options"], **edit_evaluation(cfg)}))
     # Spellings that normalise alike (lam 100 and 100.0, layers [1, 0] and [0, 1]) are one cell.
     return list({c.id: c for c in cells}.values())
 
 
-def _evaluation(cfg: SweepConfig) -> dict:
+def edit_evaluation(cfg: SweepConfig) -> dict:
     """What an edit is measured on: part of edit cells' identity and of the baseline's."""
     e = cfg.edit
     return {"eval": {n: cfg.prompts[n] for n in e["eval"]}, "suites": e["suites"],
@@ -78,7 +78,7 @@ def _evaluation(cfg: SweepConfig) -> dict:
             "heldout_tokens": e["heldout_tokens"]}
 
 
-def _done(out: Path, cell: Cell) -> dict | None:
+def read_done(out: Path, cell: Cell) -> dict | None:
     """The cell's done.json if it is complete and belongs to this cell, else None."""
     try:
         done = json.loads((out / "cells" / cell.id / "done.json").read_text())

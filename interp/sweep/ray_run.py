@@ -1,6 +1,6 @@
 """Running a sweep's pending cells as Ray tasks: `run_sweep_ray`, `interp sweep --ray`.
 
-Each Ray worker is an actor that loads the model once and keeps a `_Run` (its prompt sets, the
+Each Ray worker is an actor that loads the model once and keeps a `SweepRun` (its prompt sets, the
 baseline, the KL reference), so the model is loaded once per worker, not per cell. Workers
 write each cell's artefacts and done.json into the sweep's directory themselves, exactly as the
 single-process run does; the driver rebuilds results.csv as cells finish. So the directory must
@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 
 from ..common.errors import InterpError
 from ..common.ray_pool import parallelism, ray_session
-from .config import _save_config, read_config
-from .grid import Cell, _done, grid
+from .config import read_config, save_config
+from .grid import Cell, grid, read_done
 from .results import SweepResult, write_results
-from .run import _check_against_model, _load_model, _out_dir, _Run, _stale
+from .run import SweepRun, check_against_model, load_sweep_model, resolve_out_dir, stale_cells
 
 
 def run_sweep_ray(config, out_dir=None, *, address: bool | str = True,
@@ -31,11 +31,11 @@ def run_sweep_ray(config, out_dir=None, *, address: bool | str = True,
     is. workers: how many model-holding workers (default: one per CPU, at most one per
     pending cell)."""
     cfg = read_config(config)
-    out = _out_dir(cfg, out_dir)
+    out = resolve_out_dir(cfg, out_dir)
     cells = grid(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    _save_config(cfg, out / "config.toml")
-    pending = [c for c in cells if _done(out, c) is None]
+    save_config(cfg, out / "config.toml")
+    pending = [c for c in cells if read_done(out, c) is None]
     if pending:
         with ray_session(address, workers) as ray:
             _run_pending(ray, cfg, out, cells, pending, workers, progress)
@@ -53,7 +53,7 @@ def _run_pending(ray, cfg, out: Path, cells: list[Cell], pending: list[Cell], wo
         for result in loaded:
             if isinstance(result, InterpError):  # a bad model spec or grid, said plainly
                 raise result
-        pending += _stale(out, cells, pending, loaded[0])
+        pending += stale_cells(out, cells, pending, loaded[0])
         pending.sort(key=cells.index)
         write_results(out, cells)
         bar = tqdm(total=len(cells), initial=len(cells) - len(pending), desc="sweep",
@@ -98,7 +98,7 @@ def _dispatch(ray, actors, pending: list[Cell]):
 
 
 class _Worker:
-    """A Ray actor: one model, one `_Run`, many cells."""
+    """A Ray actor: one model, one `SweepRun`, many cells."""
 
     def __init__(self, cfg, out: str):
         self.cfg, self.out, self.run = cfg, Path(out), None
@@ -107,11 +107,11 @@ class _Worker:
         """The model's fingerprint, or the InterpError that stops the sweep (returned, not
         raised, so the driver can raise it as it is)."""
         try:
-            model = _load_model(self.cfg)
-            _check_against_model(self.cfg, model.arch, model.name)
+            model = load_sweep_model(self.cfg)
+            check_against_model(self.cfg, model.arch, model.name)
         except InterpError as e:
             return e
-        self.run = _Run(self.cfg, model, self.out)
+        self.run = SweepRun(self.cfg, model, self.out)
         return model.fingerprint()
 
     def baseline(self) -> None:

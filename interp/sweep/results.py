@@ -10,8 +10,8 @@ import pandas as pd
 
 from ..common.errors import InterpError
 from ..common.io import atomic_write
-from .config import _load_toml
-from .grid import Cell, _done
+from .config import load_toml
+from .grid import Cell, read_done
 
 INT_COLUMNS = {"window", "samples", "top_layer", "mlp_peak_layer", "attn_peak_layer",
                "n_prompts", "n_skipped"}
@@ -21,7 +21,7 @@ def write_results(out: Path, cells: list[Cell]) -> pd.DataFrame:
     """Rebuild out/results.csv from the done.json of every finished cell of the grid."""
     rows = []
     for cell in cells:
-        done = _done(out, cell)
+        done = read_done(out, cell)
         if done is None:
             continue
         row = {"cell": cell.id, "type": cell.kind, "status": done.get("status", "done"),
@@ -58,7 +58,7 @@ class SweepResult:
             frame[column] = frame[column].astype("Int64")
         config = {}
         if (out / "config.toml").is_file():
-            config = _load_toml(out / "config.toml")[0]
+            config = load_toml(out / "config.toml")[0]
         return cls(frame, out, config)
 
     def cell_dir(self, cell_id: str) -> Path:

@@ -25,9 +25,9 @@ from ..measure.bias import bias as measure_bias
 from ..mitigate import lsdm as fitting  # (looked up at each call)
 from ..model.load import BUNDLED_NAME, load_model
 from ..model.probe import probe
-from .checks import SweepConfigError, _is
-from .config import SweepConfig, _save_config, read_config
-from .grid import Cell, _done, _evaluation, grid
+from .checks import SweepConfigError, is_kind
+from .config import SweepConfig, read_config, save_config
+from .grid import Cell, edit_evaluation, grid, read_done
 from .results import SweepResult, write_results
 
 
@@ -39,21 +39,21 @@ def run_sweep(config, out_dir=None, *, model=None, progress: bool | None = None)
     name goes into the cell ids). progress: False hides the progress bar over cells.
     `run_sweep_ray` runs the same cells on Ray workers."""
     cfg = read_config(config)
-    out = _out_dir(cfg, out_dir)
+    out = resolve_out_dir(cfg, out_dir)
     cells = grid(cfg, model.name if model is not None else None)
     out.mkdir(parents=True, exist_ok=True)
-    _save_config(cfg, out / "config.toml")
-    pending = [c for c in cells if _done(out, c) is None]
+    save_config(cfg, out / "config.toml")
+    pending = [c for c in cells if read_done(out, c) is None]
     if model is not None or pending:
         if model is None:
-            _check_against_model(cfg, probe(cfg.model), cfg.model or BUNDLED_NAME)
-            model = _load_model(cfg)
-        _check_against_model(cfg, model.arch, model.name)
-        pending += _stale(out, cells, pending, model.fingerprint())
+            check_against_model(cfg, probe(cfg.model), cfg.model or BUNDLED_NAME)
+            model = load_sweep_model(cfg)
+        check_against_model(cfg, model.arch, model.name)
+        pending += stale_cells(out, cells, pending, model.fingerprint())
         pending.sort(key=cells.index)
     write_results(out, cells)
     if pending:
-        run = _Run(cfg, model, out)
+        run = SweepRun(cfg, model, out)
         bar = tqdm(total=len(cells), initial=len(cells) - len(pending), desc="sweep",
                    unit="cell", disable=progress is False)
         try:
@@ -67,7 +67,7 @@ def run_sweep(config, out_dir=None, *, model=None, progress: bool | None = None)
     return SweepResult.load(out)
 
 
-def _out_dir(cfg: SweepConfig, out_dir) -> Path:
+def resolve_out_dir(cfg: SweepConfig, out_dir) -> Path:
     if out_dir is not None:
         return Path(out_dir)
     if cfg.out is None:
@@ -76,11 +76,11 @@ def _out_dir(cfg: SweepConfig, out_dir) -> Path:
     return Path(cfg.out)
 
 
-def _load_model(cfg: SweepConfig):
+def load_sweep_model(cfg: SweepConfig):
     return load_model(cfg.model)
 
 
-def _check_against_model(cfg: SweepConfig, arch, name: str) -> None:
+def check_against_model(cfg: SweepConfig, arch, name: str) -> None:
     """Grid values the model cannot take (`arch`: the loaded model's, or `probe`'s from its
     config), found before any cell runs rather than in each."""
     n = arch.n_layers
@@ -98,15 +98,15 @@ def check_sweep(config, out_dir=None) -> SweepConfig:
     """The config read, every key checked, and its grid held to the model's shape, read from
     the model's config alone: what `interp sweep` does before it loads anything."""
     cfg = read_config(config)
-    _out_dir(cfg, out_dir)
-    _check_against_model(cfg, probe(cfg.model), cfg.model or BUNDLED_NAME)
+    resolve_out_dir(cfg, out_dir)
+    check_against_model(cfg, probe(cfg.model), cfg.model or BUNDLED_NAME)
     return cfg
 
 
-def _stale(out: Path, cells: list[Cell], pending: list[Cell], fingerprint: str) -> list[Cell]:
+def stale_cells(out: Path, cells: list[Cell], pending: list[Cell], fingerprint: str) -> list[Cell]:
     """Finished cells computed on other weights (a model file replaced under the same name)."""
     stale = [c for c in cells if c not in pending
-             and _done(out, c).get("fingerprint") not in (None, fingerprint)]
+             and read_done(out, c).get("fingerprint") not in (None, fingerprint)]
     if stale:
         warnings.warn(f"{len(stale)} finished cell(s) were computed on other weights than this "
                       f"model's ({fingerprint[:12]}); recomputing them", stacklevel=3)
@@ -115,7 +115,7 @@ def _stale(out: Path, cells: list[Cell], pending: list[Cell], fingerprint: str) 
     return stale
 
 
-class _Run:
+class SweepRun:
     """One sweep run: the model, its prompt sets and its baseline, built once and shared."""
 
     def __init__(self, cfg: SweepConfig, model, out: Path):
@@ -181,7 +181,7 @@ class _Run:
         report.save(directory / "bias")
         caps.save(directory / "capability")
         targets = {f"target_{k}": v for k, v in edit.meta.get("targets", {}).items()
-                   if _is(v, float)}
+                   if is_kind(v, float)}
         return {**compare(before, after), **targets}
 
     def evaluate(self, *, with_kl: bool):
@@ -233,7 +233,7 @@ class _Run:
             return self._baseline
         path = self.out / "baseline.json"
         key = _key({"model": self.model.name, "fingerprint": self.model.fingerprint(),
-                    "seed": self.cfg.seed, **_evaluation(self.cfg)})
+                    "seed": self.cfg.seed, **edit_evaluation(self.cfg)})
         try:
             saved = json.loads(path.read_text())
             if saved.get("key") == key:
