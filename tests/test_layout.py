@@ -155,6 +155,42 @@ def test_the_checks_name_an_upward_import_and_a_cycle(tmp_path):
     assert cycles(edges) == [["interp.locate.plots", "interp.locate.result"]]
 
 
+def private_imports(package: Path) -> list[str]:
+    """`from X import _name` (one leading underscore; dunders are fine) where X is one of the
+    package's modules, anywhere in a file, as 'file:line: name from X'. A name another module
+    needs is public: it gets a public name, or moves into the one module that uses it."""
+    root = package.name
+    found = []
+    for file in module_files(package).values():
+        for node in ast.walk(ast.parse(file.read_text(), str(file))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if not node.level and (node.module or "").split(".")[0] != root:
+                continue
+            source = "." * node.level + (node.module or "")
+            found += [(str(file.relative_to(package.parent)), node.lineno, a.name, source)
+                      for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return [f"{file}:{line}: {name} from {source}" for file, line, name, source in sorted(found)]
+
+
+def test_no_private_name_is_imported_across_modules():
+    found = private_imports(PACKAGE)
+    assert not found, ("private names imported from another module (make each public, or move "
+                       "it into the one module that uses it):\n" + "\n".join(found))
+
+
+def test_the_private_import_check_names_file_line_and_name(tmp_path):
+    root = _fake_package(tmp_path, {
+        "__init__.py": "from .stats import __version__, mean\n",
+        "stats.py": "__version__ = '1'\n\ndef _put(): pass\n\ndef mean(): pass\n",
+        "bias.py": "import os\nfrom os.path import _get_sep\n\ndef f():\n"
+                   "    from interp.stats import _put, mean\n",
+        "trace.py": "from .stats import (mean,\n                    _put)\n",
+    })
+    assert private_imports(root) == ["interp/bias.py:5: _put from interp.stats",
+                                     "interp/trace.py:1: _put from .stats"]
+
+
 STAGE_PACKAGES = [s for s in RANKS if s != "applications"]
 
 
