@@ -12,7 +12,7 @@ Methods (the weight edits change the MLP down projections of the top six layers 
 attention output projections the demo edits: 26–27 on the bundled model, the top layer on Gemma):
 
 - lsdm-templates: LSDM at the last token fitted on our 18 subject-pronoun templates (the
-  default before issue 28);
+  default before the edit was fitted on every context);
 - lsdm: the same fitted on every context (`interp.prompts.contexts`: those 18 and 12 where the
   next word is an object or possessive pronoun, each balanced on its own pronoun pair), with the
   definitional prompts kept in the same contexts: `interp.lsdm`'s default fitting set;
