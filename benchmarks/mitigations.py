@@ -8,8 +8,9 @@ gender, factual recall, perplexity and KL on held-out text. The shapes' frames a
 (the rule is `score` below, fixed before any number was seen on the test part) and the table to
 report is the **test part**, which no choice looked at.
 
-Methods (the weight edits change the MLP down projections of the top six layers and the
-attention output projections the demo edits: 26–27 on the bundled model, the top layer on Gemma):
+Methods (the weight edits change the same MLP down projections and attention output projections:
+the sites the model's recipes were validated at, recorded in interp/data/validated.csv, else the
+sites a trace of the model chooses, `interp.mitigate.debias.recipe_sites`):
 
 - lsdm-templates: LSDM at the last token fitted on our 18 subject-pronoun templates (the
   default before the edit was fitted on every context);
@@ -37,7 +38,8 @@ attention output projections the demo edits: 26–27 on the bundled model, the t
 
     python benchmarks/mitigations.py                                  # bundled model
     python benchmarks/mitigations.py --model gemma-3-270m --methods lsdm-templates,lsdm,ft
-    python benchmarks/mitigations.py --out docs/mitigations-smollm2.md
+    python benchmarks/mitigations.py --out benchmarks/results/mitigations-smollm2.csv \
+        --markdown docs/mitigations-smollm2.md
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ from interp import prompts as P  # noqa: E402
 from interp.common.io import atomic_path  # noqa: E402
 from interp.measure.evaluate import evaluate  # noqa: E402
 from interp.mitigate.debias import (COLUMNS, PERCENT, RULE, choose, read_table,  # noqa: E402
-                                    record, score)
+                                    recipe_sites, record, score)
 from interp.mitigate.project import project, steer  # noqa: E402
-from interp.mitigate.recipes import RECIPES, fit_recipe, recipe_sites  # noqa: E402
+from interp.mitigate.recipes import RECIPES, fit_recipe  # noqa: E402
 from interp.studies.corpus import gender_terms  # noqa: E402
 
 METHODS = ("lsdm-templates", "lsdm", "lsdm-strength", "lsdm-preserve", "lsdm-preserve-strength",
@@ -70,10 +72,12 @@ DEFAULT_METHODS = ("lsdm-templates", "lsdm", "lsdm-strength", "lsdm-preserve-str
                    "lsdm-subject", "ft")
 
 
-def fit(method: str, model, args):
+def fit(method: str, model, sites, args):
     if method in RECIPES:  # what interp.debias runs, by the same code
-        return fit_recipe(model, method, steps=args.steps, lr=args.lr)
-    mlp, attn = recipe_sites(model)
+        given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
+        return fit_recipe(model, method, sites=sites,
+                          **(given if RECIPES[method].method != "lsdm" else {}))
+    mlp, attn = sites.mlp, sites.attn
     if method == "lsdm-terms-strength":
         contexts = P.contexts(model, "train")
         return interp.lsdm(model, contexts, layers=mlp, attn_layers=attn, site="last",
@@ -123,38 +127,47 @@ def main():
     ap.add_argument("--model", default=None)
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                     help=f"Comma list of {', '.join(METHODS)}.")
-    ap.add_argument("--steps", type=int, default=150, help="FT and CDA optimiser steps.")
-    ap.add_argument("--lr", type=float, default=1e-4, help="FT and CDA learning rate.")
-    ap.add_argument("--out", default=None, help="Also write the tables here (markdown).")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="FT and CDA optimiser steps (default: FTSettings').")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="FT and CDA learning rate (default: FTSettings').")
+    ap.add_argument("--out", default=None, metavar="TABLE.csv",
+                    help="Also write the tables here as data (benchmarks/results/...), which "
+                         "--rescore, --merge and interp.debias's record read.")
+    ap.add_argument("--markdown", default=None, metavar="TABLE.md",
+                    help="Also write the tables here for reading (docs/mitigations-*.md).")
     ap.add_argument("--record", action="store_true",
                     help="Write the recipe chosen on the validation part to "
                          "interp/data/validated.csv, where interp.debias finds it.")
-    ap.add_argument("--merge", default=None, metavar="RUN.md",
-                    help="With --rescore: first add RUN.md's method columns to TABLE.md's "
-                         "tables (both parts; their unedited columns must be equal).")
-    ap.add_argument("--rescore", default=None, metavar="TABLE.md",
+    ap.add_argument("--merge", default=None, metavar="RUN.csv",
+                    help="With --rescore: first add RUN.csv's method rows to TABLE.csv's "
+                         "tables (both parts; their unedited rows must be equal).")
+    ap.add_argument("--rescore", default=None, metavar="TABLE.csv",
                     help="Fit nothing: score a table this script wrote again with the current "
-                         "rule (its validation part, as printed: 3 digits) and rewrite its "
-                         "score row; with --record, record the choice.")
+                         "rule (its validation part) and rewrite its score column (and "
+                         "--markdown's tables); with --record, record the choice.")
     args = ap.parse_args()
     for given in (args.rescore, args.merge):
         if given and not os.path.isfile(given):
             raise SystemExit(f"{given}: no such file")
     if args.merge and not args.rescore:
-        raise SystemExit("--merge RUN.md needs --rescore TABLE.md, the table to add it to")
+        raise SystemExit("--merge RUN.csv needs --rescore TABLE.csv, the table to add it to")
     model = interp.load_model(args.model) if args.model else interp.load_model()
     print(f"{model!r}", flush=True)
     if args.merge:
         merge(args.rescore, args.merge)
     if args.rescore:
         return rescore(model, args)
+    # where the recipes were validated on this model (interp/data/validated.csv), else traced
+    sites = recipe_sites(model, progress=True)
+    print(f"sites: {sites.text()}: {sites.why}", flush=True)
     reference = cap.next_token_logprobs(model)
     rows = {"validation": {}, "test": {}}
     for part in rows:
         rows[part]["unedited"] = {**measure(model, None, part), "fit s": 0.0}
     for method in args.methods.split(","):
         t = time.perf_counter()
-        edit = fit(method, model, args)
+        edit = fit(method, model, sites, args)
         seconds = time.perf_counter() - t
         with edit.applied(model):
             for part in rows:
@@ -165,45 +178,49 @@ def main():
     scores = {m: score(val.loc[m], val.loc["unedited"]) for m in val.index}
     val[SCORE] = pd.Series(scores)
     chosen = min((m for m in scores if m != "unedited"), key=scores.get)
-    text = [f"# Mitigations on {model.name}", "",
-            f"Chosen on the validation part (score: {RULE}): **{chosen}**.", ""]
     for part in ("validation", "test"):
-        table = tables[part]
         with pd.option_context("display.width", 250, "display.max_columns", None,
                                "display.float_format", "{:.3g}".format):
             print(f"\n== {part} part ==")
-            print(table.T)
-        text += [f"## {part} part", "", _markdown(table.T.round(3)), ""]
+            print(tables[part].T)
     print(f"\nchosen on validation: {chosen}")
     if args.out:
-        with atomic_path(args.out) as tmp, open(tmp, "w") as f:
+        _write_data(args.out, tables)
+    if args.markdown:
+        text = [f"# Mitigations on {model.name}", "",
+                f"Chosen on the validation part (score: {RULE}): **{chosen}**.", ""]
+        for part in ("validation", "test"):
+            text += [f"## {part} part", "", _markdown(tables[part].T.round(3)), ""]
+        with atomic_path(args.markdown) as tmp, open(tmp, "w") as f:
             f.write("\n".join(text) + "\n")
     if args.record:
-        _record(model, scores, args.out or "benchmarks/mitigations.py")
+        _record(model, scores, args.out or "benchmarks/mitigations.py", sites)
 
 
 SCORE = "score (lower better)"
 
 
 def rescore(model, args) -> None:
-    """--rescore: the validation table of a written file scored again; its score row rewritten."""
-    table = read_table(args.rescore, "validation")  # methods × measures
+    """--rescore: the validation table of a data file scored again; its score column rewritten
+    (and --markdown's tables, from the data)."""
+    tables = _read_data(args.rescore)
+    table = tables["validation"]  # methods × measures
     scores = {m: score(table.loc[m], table.loc["unedited"]) for m in table.index}
     print("\n".join(f"{m:>24}  {s:.1f}" for m, s in scores.items()))
-    table[SCORE] = pd.Series(scores)
-    text = _with_table(open(args.rescore).read(), "validation", table)
-    with atomic_path(args.rescore) as tmp, open(tmp, "w") as f:
-        f.write(text)
+    table[SCORE] = pd.Series(scores).round(2)
+    _write_data(args.rescore, tables)
+    if args.markdown:
+        _write_markdown(args.markdown, tables)
     if args.record:
-        _record(model, scores, args.rescore)
+        _record(model, scores, args.rescore, recipe_sites(model))
 
 
 def merge(into: str, run: str) -> None:
-    """--merge: RUN's method columns added to INTO's tables, part by part (rows as INTO has
-    them, RUN's other rows after), once RUN's unedited column is checked equal to INTO's."""
-    text = open(into).read()
-    for part in ("validation", "test"):
-        old, new = read_table(into, part), read_table(run, part)
+    """--merge: RUN's method rows added to INTO's tables, part by part (rows as INTO has them,
+    RUN's other rows after), once RUN's unedited row is checked equal to INTO's."""
+    tables = _read_data(into)
+    for part, old in tables.items():
+        new = read_table(run, part)
         measures = [c for c in old.columns if c in new.columns and c != SCORE]
         a, b = old.loc["unedited", measures], new.loc["unedited", measures]
         differ = [c for c in measures if not (a[c] == b[c] or (pd.isna(a[c]) and pd.isna(b[c])))]
@@ -212,24 +229,40 @@ def merge(into: str, run: str) -> None:
                              f"{differ}: not the same model or measures; nothing merged")
         added = new.drop(index="unedited", columns=[SCORE], errors="ignore")
         both = pd.concat([old.drop(columns=[SCORE], errors="ignore"), added])
-        both = both[[*[c for c in old.columns if c != SCORE],
-                     *[c for c in added.columns if c not in old.columns]]]
-        text = _with_table(text, part, both)
-    with atomic_path(into) as tmp, open(tmp, "w") as f:
+        tables[part] = both[[*[c for c in old.columns if c != SCORE],
+                             *[c for c in added.columns if c not in old.columns]]]
+    _write_data(into, tables)
+    print(f"merged {run}'s rows into {into}")
+
+
+def _read_data(path: str) -> dict[str, pd.DataFrame]:
+    return {part: read_table(path, part) for part in ("validation", "test")}
+
+
+def _write_data(path: str, tables: dict[str, pd.DataFrame]) -> None:
+    """The parts' tables (methods × measures) as one CSV, `read_table`'s format."""
+    frames = [t.rename_axis("method").reset_index().assign(part=part)
+              for part, t in tables.items()]
+    data = pd.concat(frames)
+    data = data[["part", "method", *[c for c in data.columns if c not in ("part", "method")]]]
+    with atomic_path(path) as tmp:
+        data.to_csv(tmp, index=False)
+
+
+def _write_markdown(path: str, tables: dict[str, pd.DataFrame]) -> None:
+    """`path`'s part sections with their tables written anew from the data; the prose stays."""
+    text = open(path).read()
+    for part, table in tables.items():
+        start = text.index(f"## {part} part")
+        first = text.index("\n|", start) + 1
+        end = text.find("\n\n", first) % (len(text) + 1)
+        text = text[:first] + _markdown(table.T).rstrip("\n") + text[end:]
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
-    print(f"merged {run}'s columns into {into}")
 
 
-def _with_table(text: str, part: str, table: pd.DataFrame) -> str:
-    """`text` with its `part` section's table (methods × measures) written anew."""
-    start = text.index(f"## {part} part")
-    first = text.index("\n|", start) + 1
-    end = text.find("\n\n", first) % (len(text) + 1)
-    return text[:first] + _markdown(table.T).rstrip("\n") + text[end:]
-
-
-def _record(model, scores: dict, table: str) -> None:
-    choice = choose(scores, model=model, table=table)
+def _record(model, scores: dict, table: str, sites) -> None:
+    choice = choose(scores, model=model, table=table, sites=sites)
     print(f"recorded in {record(choice)}: {choice.says()}")
 
 

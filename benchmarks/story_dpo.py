@@ -29,7 +29,6 @@ import numpy as np  # noqa: E402
 
 import interp  # noqa: E402
 from interp import prompts as P  # noqa: E402
-from interp.mitigate.lsdm import choose_sites  # noqa: E402
 from interp.studies import stories  # noqa: E402
 from reward_audit import audit_sets  # noqa: E402  (this folder, on the path when run)
 
@@ -54,10 +53,9 @@ def main():
     print(f"train mismatch rate {judged.summary['mismatch_rate']:.3f}: {len(prefs)} preference "
           f"pairs, using {min(args.pairs, len(prefs))}")
     prefs = prefs.iloc[: args.pairs]
-    located = interp.trace(model, P.professions(model, "train")[:40], kinds=("mlp", "attn"),
-                           samples=3, progress=False)
-    layers, attn_layers, why = choose_sites(located, "last")
-    print(f"sites: MLP {layers}, attention {attn_layers} ({why})")
+    sites, _ = interp.find_sites(model, P.professions(model, "train"), "last", progress=False)
+    layers, attn_layers = sites.mlp, sites.attn
+    print(f"sites: {sites.text()} ({sites.why})")
     t = time.perf_counter()
     edit = interp.dpo(model, prefs, layers=layers, attn_layers=attn_layers, beta=args.beta,
                       lr=args.lr, epochs=args.epochs, progress=False)

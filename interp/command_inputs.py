@@ -13,9 +13,7 @@ import re
 from pathlib import Path
 
 from .common.errors import InputError, InterpError
-
-BUILTIN_SETS = ("train", "test", "all", "contexts", "definitional", "definitional-train",
-                "definitional-test")
+from .measure.prompts import BUILTIN_SETS, read_jsonl
 
 
 def _again(e: Exception) -> InputError:
@@ -97,8 +95,6 @@ def file(path: Path | str, what: str, *, directory_ok: bool = False) -> Path:
 
 def prompt_sets(names: str, *, one: bool = False, option: str = "--prompts") -> None:
     """A comma list of built-in prompt sets and JSONL files (each file read and checked)."""
-    from .measure.prompts import read_jsonl
-
     given = [n.strip() for n in names.split(",") if n.strip()]
     if not given:
         raise InputError(f"{option} is empty: give {', '.join(BUILTIN_SETS)} or a JSONL file")

@@ -10,6 +10,7 @@ import pytest
 import torch
 import transformers
 
+import interp
 from interp.cli import run
 from interp.mitigate.alignez import RepresentationEdit
 from interp.mitigate.edit import Edit
@@ -175,17 +176,27 @@ def test_an_edit_for_other_weights_of_the_same_shape_is_refused_before_compute(b
 
 
 def test_internal_errors_are_one_line_unless_debug(monkeypatch, capsys):
-    import interp.cli as cli
+    import interp.cli.measure as commands
 
     def broken(*a, **k):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(cli, "version_report", broken)
+    monkeypatch.setattr(commands, "version_report", broken)
     assert run(["info", "--versions"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RuntimeError: boom" in err and "--debug" in err
     with pytest.raises(RuntimeError):
         run(["--debug", "info", "--versions"])
+
+
+def test_debug_shows_the_traceback_of_bad_input_too(bad, loads):
+    # without --debug the same line is one line and exit 2 (the table above); with it, the
+    # error itself, raised where the check found it
+    with pytest.raises(interp.InterpError, match="malformed.jsonl"):
+        run(["--debug", "trace", "--prompts", f"{bad}/malformed.jsonl"])
+    with pytest.raises(interp.InterpError, match="--kinds"):
+        run(["--debug", "trace", "-m", "tiny-llama", "--kinds", "mlpp"])
+    assert not loads
 
 
 def test_the_console_script_exits_2_with_one_line(bad):

@@ -11,6 +11,7 @@ import interp
 from interp.mitigate.debias import (SHARES, SIZES, Choice, choices, choose, debias, lookup,
                                     read_table, record, score)
 from interp.mitigate.recipes import RECIPES, fit_recipe
+from interp.mitigate.sites import Sites
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,16 +34,22 @@ def test_the_rule_charges_capability_lost_beyond_the_allowance_syntax_included()
     assert score(_row(perplexity=30.0 * 1.05), base) == pytest.approx(80.0)
 
 
+SITES = Sites([2, 3], [3], "measured there")
+
+
 def _choice(fitted, recipe, **kw):
     scores = {"lsdm": 10.0, "ft": 20.0, "unedited": 1.0, "steer": 5.0}  # the last two: no recipes
-    return dataclasses.replace(choose(scores, model=fitted, table="t.md"), recipe=recipe, **kw)
+    return dataclasses.replace(choose(scores, model=fitted, table="t.csv", sites=SITES),
+                               recipe=recipe, **kw)
 
 
 def test_choose_takes_the_lowest_recipe_and_names_the_runner_up(tiny_llama):
     c = choose({"cda": 31.3, "lsdm-templates": 35.9, "lsdm": 56.2, "unedited": 68.3,
-                "project": 1.0}, model=tiny_llama, table="t.md")
+                "project": 1.0}, model=tiny_llama, table="t.csv", sites=SITES)
     assert (c.recipe, c.runner_up, c.score, c.runner_up_score) == ("cda", "lsdm-templates",
                                                                    31.3, 35.9)
+    assert (c.mlp_layers, c.attn_layers) == ("2 3", "3")
+    assert (c.sites.mlp, c.sites.attn) == ([2, 3], [3])
     assert c.fingerprint == tiny_llama.fingerprint() and c.model == "tiny-llama"
 
 
@@ -54,6 +61,7 @@ def test_records_are_found_by_fingerprint_then_by_name(tiny_llama, tmp_path):
     assert len(choices(path)) == 2
     found, how = lookup(tiny_llama, path)
     assert (found.recipe, how) == ("cda", "fingerprint")
+    assert found.sites[:2] == (SITES.mlp, SITES.attn)  # the sites survive the file
     record(_choice(tiny_llama, "lsdm-templates"), path)  # replaces the entry for these weights
     assert [c.recipe for c in choices(path)] == ["lsdm", "lsdm-templates"]
     other = _choice(tiny_llama, "ft", fingerprint="0" * 32)
@@ -75,7 +83,10 @@ def test_debias_runs_the_recorded_recipe_by_the_benchmarks_code_and_says_so(tiny
     assert edit.meta["recipe"] == "lsdm-templates"
     assert edit.meta["chosen"].startswith("lsdm-templates: chosen for tiny-llama")
     assert "score 10.0, runner-up ft 20.0" in edit.meta["chosen"]
-    same = fit_recipe(tiny_llama, "lsdm-templates")
+    # at the sites it was validated at, recorded with it
+    assert (edit.layers, edit.attn_layers) == (SITES.mlp, SITES.attn)
+    assert "validated at these sites" in edit.meta["sites_chosen"]
+    same = fit_recipe(tiny_llama, "lsdm-templates", sites=SITES)
     assert edit.sites() == same.sites()
     for site, delta in _deltas(same).items():
         torch.testing.assert_close(_deltas(edit)[site], delta, rtol=0, atol=0)
@@ -87,9 +98,14 @@ def test_debias_runs_the_recorded_recipe_by_the_benchmarks_code_and_says_so(tiny
 
 
 def test_debias_without_a_record_runs_lsdm_and_says_nothing_was_validated(tiny_gpt2, tmp_path):
+    from interp.mitigate.sites import find_sites
+
     edit = debias(tiny_gpt2, records=tmp_path / "none.csv", progress=False)
     assert edit.meta["recipe"] == "lsdm"
     assert "no recipe was validated for tiny-gpt2" in edit.meta["chosen"]
+    # at the sites a trace of the model chooses, as every entry point chooses them
+    traced, _ = find_sites(tiny_gpt2, interp.prompts.professions(tiny_gpt2, "train"), "last")
+    assert (edit.layers, edit.attn_layers) == (traced.mlp, traced.attn)
 
 
 def test_debias_runs_a_named_recipe(tiny_llama):
@@ -130,7 +146,7 @@ def test_the_command_fits_the_recipe_and_writes_the_edit(tmp_path, capsys):
 
 
 def test_choice_says_what_it_is():
-    c = Choice("m", "f" * 32, "cda", 31.29, "lsdm-templates", 35.94, "rule", "2026-12-06", "t.md")
+    c = Choice("m", "f" * 32, "cda", 31.29, "lsdm-templates", 35.94, "rule", "2026-12-06", "t.csv")
     assert c.says().startswith("cda: chosen for m on the validation part")
     assert "runner-up lsdm-templates 35.9" in c.says()
 

@@ -376,3 +376,97 @@ def test_strength_scales_each_occupations_own_change(tiny_llama):
     d2 = two.updates[top][0] @ two.updates[top][1].T
     assert torch.allclose(d2, 2 * d1, rtol=1e-3, atol=1e-6)
     assert two.meta["strength"] == 2.0
+
+
+def test_lsdm_is_its_phases_in_order(tiny_llama):
+    # Each phase is a function a reader can call: run them by hand and get lsdm's edit exactly.
+    from interp.mitigate import lsdm as L
+    from interp.mitigate.edit import forward_order
+    from interp.mitigate.targets import optimise_targets
+
+    ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:2])[:8]
+    keep = P.definitional(tiny_llama, split="train", templates=P.TEMPLATES[:1])[:4]
+    settings = L.LSDMSettings(stats_tokens=1000, lam=10.0)
+    edit = lsdm(tiny_llama, ps, layers=[2, 3], attn_layers=[3], preserve=keep,
+                settings=settings, strict=False, progress=False)
+
+    sites = forward_order([2, 3], [3])
+    prefixes, v, kept = L.fit_versions(tiny_llama, ps, keep, settings)
+    C = L.statistics(tiny_llama, [2, 3], [3], settings, progress=False)
+    targets, report = optimise_targets(tiny_llama, v, sites[-1][1], iters=settings.iters,
+                                       clamp_norm=settings.clamp_norm, tol=settings.tol,
+                                       strict=False, progress=False)
+    before = tiny_llama.fingerprint()
+    backup = {}
+    try:
+        fitted = L.solve(tiny_llama, sites, v, kept, targets, C, settings, backup)
+        measured, after = L.measure_fitted(tiny_llama, ps)
+    finally:
+        L.restore(tiny_llama, backup)
+    assert tiny_llama.fingerprint() == before
+    for component, layers in fitted.updates.items():
+        for layer, (U, V) in layers.items():
+            ours = edit.updates[layer] if component == "mlp" else edit.attn[layer]
+            torch.testing.assert_close(U, ours[0], rtol=0, atol=0)
+            torch.testing.assert_close(V, ours[1], rtol=0, atol=0)
+    assert edit.meta["targets_reached"] == L.reach(fitted)
+    assert edit.meta["fitted_prompts"]["abs_logodds"]["after"] == after["abs_logodds"]
+    assert edit.meta["prefixes"] == prefixes == []
+
+
+def test_settings_are_defined_once_and_named_settings_are_checked(tiny_llama):
+    from interp.mitigate.finetune import FTSettings, finetune
+    from interp.mitigate.lsdm import LSDMSettings
+
+    assert LSDMSettings().with_(lam=5.0).lam == 5.0
+    assert LSDMSettings(site="subject").prefixes == 1 and LSDMSettings().prefixes == 0
+    ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:1])[:2]
+    with pytest.raises(EditError, match="unknown LSDM setting 'steps'.*lam, site"):
+        lsdm(tiny_llama, ps, layers=[0], steps=3)
+    with pytest.raises(EditError, match="unknown fine-tuning setting 'lam'"):
+        finetune(tiny_llama, ps, layers=[0], lam=3.0)
+    # the CLI's options default to the same values
+    from typer.main import get_command
+
+    from interp.cli import app
+
+    edit_options = {p.name: p.default for p in get_command(app).commands["edit"].params}
+    assert edit_options["preserve_weight"] == LSDMSettings.preserve_weight
+    assert edit_options["site"] == LSDMSettings.site
+    assert FTSettings().steps == FTSettings.steps
+
+
+def test_every_entry_point_reads_its_sites_from_one_function(tiny_llama):
+    from interp.mitigate.sites import (MLP_WIDTH, N_ATTN, find_sites, locate_sites,
+                                       trace_for_sites)
+
+    ps = P.professions(tiny_llama, "train", templates=P.TEMPLATES[:2])
+    located = trace_for_sites(tiny_llama, ps, "last", progress=False)
+    sites = locate_sites(located, "last")
+    n = tiny_llama.arch.n_layers
+    assert sites.mlp == list(range(max(0, n - MLP_WIDTH), n)) and len(sites.attn) == N_ATTN
+    profile = located.layer_profile("attn", "last token")
+    assert sites.attn == sorted(profile[profile.index.isin(sites.mlp)].nlargest(N_ATTN).index)
+    assert locate_sites(located, "subject").mlp == located.suggest_layers("mlp")
+    again, _ = find_sites(tiny_llama, ps, "last")
+    assert again == sites
+    # lsdm without layers traces its prompts and reads their sites the same way
+    few = ps[:4]
+    expected, _ = find_sites(tiny_llama, few, "last")
+    edit = lsdm(tiny_llama, few, stats_tokens=1000, strict=False, progress=False)
+    assert (edit.layers, edit.attn_layers, edit.meta["sites_chosen"]) == expected
+
+
+def test_a_gauss_newton_step_zeroes_linear_log_odds():
+    from interp.mitigate.targets import gauss_newton_step
+
+    g = torch.Generator().manual_seed(0)
+    J = torch.randn(5, 12, generator=g, dtype=torch.float64)  # 5 versions, d_model 12
+    members = [torch.tensor([0, 1, 2]), torch.tensor([3, 4])]  # two subjects
+    delta = torch.zeros(2, 12)
+    y = torch.randn(5, generator=g, dtype=torch.float64)
+    after = gauss_newton_step(delta, J, y, members, damping=1e-9)
+    owner = torch.tensor([0, 0, 0, 1, 1])
+    # the linearised log-odds y + J δ vanish for every version of every subject
+    assert (y + (J * after[owner].double()).sum(1)).abs().max() < 1e-4
+    assert delta.abs().max() == 0  # the given δ is left as it was

@@ -16,7 +16,7 @@ LAYOUT_DOC = PACKAGE.parent / "docs" / "layout.md"
 # before it. export and studies share a rank and may not import each other.
 RANKS = {"common": 0, "model": 1, "measure": 2, "locate": 3, "mitigate": 4, "export": 5,
          "studies": 5, "applications": 6}
-APPLICATIONS = {"cli", "command_inputs", "report", "sweep"}  # top-level modules and packages on top of the stages
+APPLICATIONS = {"cli", "command_inputs", "loop", "report", "sweep"}  # top-level modules and packages on top of the stages
 
 
 def module_files(package: Path) -> dict[str, Path]:
@@ -222,3 +222,13 @@ def test_the_public_measuring_modules_keep_their_import_paths():
 
     assert PromptSet is prompts.PromptSet and run_suite is suites.run_suite
     assert perplexity is capability.perplexity and interp.metrics.bootstrap_ci
+
+
+def test_the_command_line_is_a_thin_shell():
+    # The CLI parses, checks, calls the library and prints: its files stay small, and the
+    # pipelines it runs are library functions a notebook can call.
+    for f in sorted((PACKAGE / "cli").glob("*.py")):
+        lines = len(f.read_text().splitlines())
+        assert lines <= 400, f"{f.relative_to(PACKAGE.parent)} has {lines} lines: move what it " \
+                             "computes into the library"
+    assert callable(interp.demo) and callable(interp.story_dpo) and callable(interp.verify_edit)

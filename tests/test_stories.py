@@ -202,6 +202,18 @@ def test_cli_stories_and_dpo(tmp_path):
     assert bad.exit_code == 2 and "missing.json: no such file" in bad.output
 
 
+def test_story_dpo_is_the_commands_pipeline_as_a_function(tiny_llama):
+    train, test = S.split(few_pairs(6, S.NAMES[:2]))
+    result = interp.story_dpo(tiny_llama, train, test, preferences=toy_preferences(),
+                              layers=[1], epochs=1, progress=False)
+    assert result.edit.meta["n_pairs"] == 4 and result.edit.layers == [1]
+    assert result.sites.mlp == [1] and result.sites.attn == []
+    # the held-apart pairs judged with the edit, as story_consistency judges them
+    again = S.story_consistency(tiny_llama, test, edit=result.edit, progress=False)
+    assert result.after.summary["mismatch_rate"] == again.summary["mismatch_rate"]
+    assert result.summary().startswith(f"held-apart story pairs ({len(test)})")
+
+
 def test_balanced_preference_pairs_choose_each_answer_equally_often():
     frame = pd.DataFrame({"pair_id": range(5), "template_id": range(5),
                           "environment": ["a"] * 5, "male_story": [f"m{i}" for i in range(5)],

@@ -383,6 +383,31 @@ def definitional(model_or_tokenizer, *, templates: Sequence[str] = TEMPLATES,
                           name="definitional" if split is None else f"definitional-{split}")
 
 
+# The prompt sets a command line, a sweep config or a notebook can name (`named`).
+BUILTIN_SETS = ("train", "test", "all", "contexts", "definitional", "definitional-train",
+                "definitional-test")
+
+
+def named(model_or_tokenizer, name: str, *, templates: Sequence[str] | None = None) -> PromptSet:
+    """The prompt set called `name`: a built-in (`BUILTIN_SETS`: the train, test or all
+    occupations in `templates`; "contexts", the train occupations in every fitting context with
+    their slots; "definitional", or its train or test words, in `templates`) or a JSONL file
+    with `text` and `subject` on each line. templates: None for every built-in template."""
+    chosen = TEMPLATES if templates is None else templates
+    if name in ("definitional", "definitional-train", "definitional-test"):
+        return definitional(model_or_tokenizer, templates=chosen,
+                            split=name.partition("-")[2] or None)
+    if name in ("train", "test", "all"):
+        return professions(model_or_tokenizer, None if name == "all" else name,
+                           templates=chosen)
+    if name == "contexts":
+        return contexts(model_or_tokenizer, "train")
+    if Path(name).expanduser().is_file():
+        return from_jsonl(model_or_tokenizer, Path(name).expanduser())
+    raise InterpError(f"unknown prompt set {name!r}: use {', '.join(BUILTIN_SETS)} or a JSONL "
+                      "file with 'text' and 'subject' on each line")
+
+
 def _tokenizer(model_or_tokenizer):
     return getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
 

@@ -1,12 +1,15 @@
-"""`debias`: fit the recipe validated for this model, and say which one it ran and why.
+"""`debias`: fit the recipe validated for this model, at the sites it was validated at, and say
+which one it ran and why.
 
 No one recipe is best everywhere: the validation part of the held-out sentence shapes chooses
-different recipes on the bundled SmolLM2 and on Gemma 3 270M (docs/mitigations-*.md). benchmarks/mitigations.py measures the recipes on a validation part,
-chooses with `score` (fixed before any test number was seen) and, with --record, writes the
-choice to interp/data/validated.csv under the unedited model's name and fingerprint. `debias`
-looks the model up there: by fingerprint (the very weights that were measured), else by name
-(the same model loaded another way, e.g. in another dtype: said so), else it runs "lsdm" and
-says that nothing was validated for this model.
+different recipes on different models (docs/mitigations-*.md). benchmarks/mitigations.py
+measures the recipes on a validation part, writes its tables as data (benchmarks/results/),
+chooses with `score` (fixed before any test number was seen) and, with --record, writes the choice and
+the sites it measured them at to interp/data/validated.csv under the unedited model's name and
+fingerprint. `debias` looks the model up there: by fingerprint (the very weights that were
+measured), else by name (the same model loaded another way, e.g. in another dtype: said so),
+else it runs "lsdm" at the sites a trace of the model chooses and says that nothing was
+validated for this model.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 
 from ..common.io import atomic_path
 from .edit import Edit
-from .recipes import RECIPES, check_recipe, fit_recipe
+from .recipes import RECIPES, check_recipe, fit_recipe, traced_sites
+from .sites import Sites
 
 # benchmarks/mitigations.py's columns: (suite, metric) → column, direction first (50 / 0 =
 # none), then size, then capability. The choosing rule reads them by these names.
@@ -56,7 +60,7 @@ PERCENT = ("definitional %", "facts %")  # accuracies in [0, 1] shown in percent
 SHARES = [c for c in COLUMNS.values() if c.endswith("%") and c not in
           ("syntax acc %", *PERCENT)]
 SIZES = [c for c in COLUMNS.values() if c.endswith("|lo|")]
-# Issue 28's allowances: points of accuracy (syntax, definitional, facts) and % of perplexity
+# The allowances: points of accuracy (syntax, definitional, facts) and % of perplexity
 # a debiased model may lose before the rule charges for it.
 ALLOWED = {"syntax acc %": 2.0, "definitional %": 2.0, "facts %": 1.0, "perplexity": 2.0}
 RULE = "direction + size + 10 x capability lost beyond the allowance (syntax counted)"
@@ -78,24 +82,16 @@ def score(row, base) -> float:
 
 
 def read_table(path: str | Path, part: str = "validation"):
-    """One part's table of a docs/mitigations-*.md that benchmarks/mitigations.py wrote, as a
-    DataFrame of methods × measures (its 3-digit values; "—", not measured, is NaN)."""
+    """One part's table of the data benchmarks/mitigations.py wrote (a CSV with a `part` and a
+    `method` column, then one column per measure), as a DataFrame of methods × measures (the
+    measures this part has: the score is the validation part's)."""
     import pandas as pd
 
-    text = Path(path).read_text()
-    start = text.index(f"## {part} part")
-    end = text.find("\n## ", start + 1)
-    rows = [line.strip() for line in text[start:None if end < 0 else end].splitlines()
-            if line.startswith("|") and not line.startswith("|---")]
-    head = [c.strip() for c in rows[0].strip("|").split("|")][1:]
-    values = {}
-    for line in rows[1:]:
-        cells = line.strip("|").split("|")
-        # a measure's name may hold pipes itself ("deep |lo|"): the values are the last cells
-        name = "|".join(cells[:-len(head)]).strip()
-        values[name] = [float("nan") if c.strip() in ("—", "nan", "") else float(c)
-                        for c in cells[-len(head):]]
-    return pd.DataFrame(values, index=head)
+    frame = pd.read_csv(path)
+    if part not in set(frame["part"]):
+        raise ValueError(f"{path} has no {part!r} part")
+    table = frame[frame["part"] == part].drop(columns="part").set_index("method")
+    return table.rename_axis(None).dropna(axis=1, how="all")
 
 
 @dataclass(frozen=True)
@@ -111,6 +107,17 @@ class Choice:
     rule: str
     scored: str
     table: str
+    mlp_layers: str = ""  # the sites the recipes were measured at, space-separated
+    attn_layers: str = ""
+
+    @property
+    def sites(self) -> Sites | None:
+        """The sites the recipe was validated at (None where the record has none)."""
+        if not self.mlp_layers and not self.attn_layers:
+            return None
+        return Sites([int(l) for l in self.mlp_layers.split()],
+                     [int(l) for l in self.attn_layers.split()],
+                     f"{self.recipe} was validated at these sites on {self.model} ({self.table})")
 
     def says(self) -> str:
         return (f"{self.recipe}: chosen for {self.model} on the validation part of the held-out "
@@ -148,16 +155,19 @@ def record(choice: Choice, path: str | Path | None = None) -> Path:
     return path
 
 
-def choose(scores: dict[str, float], *, model, table: str) -> Choice:
+def choose(scores: dict[str, float], *, model, table: str, sites: Sites) -> Choice:
     """The `Choice` of the lowest score among `RECIPES` in `scores` (recipe → score; other
-    entries, such as "unedited" or a benchmark-only method, are not candidates)."""
+    entries, such as "unedited" or a benchmark-only method, are not candidates), measured at
+    `sites`."""
     ranked = sorted((s, r) for r, s in scores.items() if r in RECIPES and not math.isnan(s))
     if len(ranked) < 2:
         raise ValueError("choosing needs the scores of at least two recipes")
     (best, name), (second, runner) = ranked[:2]
     return Choice(model=model.name, fingerprint=model.fingerprint(), recipe=name, score=best,
                   runner_up=runner, runner_up_score=second, rule=RULE,
-                  scored=datetime.date.today().isoformat(), table=table)
+                  scored=datetime.date.today().isoformat(), table=table,
+                  mlp_layers=" ".join(map(str, sites.mlp)),
+                  attn_layers=" ".join(map(str, sites.attn)))
 
 
 def lookup(model, path: str | Path | None = None) -> tuple[Choice | None, str]:
@@ -173,14 +183,26 @@ def lookup(model, path: str | Path | None = None) -> tuple[Choice | None, str]:
     return None, ""
 
 
-def debias(model, recipe: str = "auto", *, steps: int = 150, lr: float = 1e-4, seed: int = 0,
-           records: str | Path | None = None, progress: bool | None = None) -> Edit:
+def recipe_sites(model, records: str | Path | None = None, *, seed: int = 0,
+                 progress: bool | None = False) -> Sites:
+    """Where `model`'s recipes edit: the sites its recorded choice was validated at, else the
+    sites a trace of the model chooses."""
+    choice, _ = lookup(model, records)
+    if choice is not None and choice.sites is not None:
+        return choice.sites
+    return traced_sites(model, seed=seed, progress=progress)
+
+
+def debias(model, recipe: str = "auto", *, seed: int = 0, records: str | Path | None = None,
+           progress: bool | None = None, **changes) -> Edit:
     """Fit the recipe validated for `model` (recipe="auto") or the one named (see
-    `interp.mitigate.recipes.RECIPES`), on the train occupations; the model is left as it was.
-    The returned `Edit` says what ran and why: `meta["recipe"]`, `meta["recipe_does"]` and
-    `meta["chosen"]`. records: another validated.csv to look the model up in."""
+    `interp.mitigate.recipes.RECIPES`), on the train occupations, at the sites `recipe_sites`
+    gives (the ones validated with the model's recorded recipe, else traced); the model is left as it was. changes: settings of the recipe's method (steps=...,
+    lr=... for FT and CDA). The returned `Edit` says what ran and why: `meta["recipe"]`,
+    `meta["recipe_does"]`, `meta["chosen"]` and `meta["sites_chosen"]`. records: another
+    validated.csv to look the model up in."""
+    choice, how = lookup(model, records)
     if recipe == "auto":
-        choice, how = lookup(model, records)
         if choice is None:
             name = "lsdm"
             why = (f"lsdm: no recipe was validated for {model.name} (interp/data/validated.csv "
@@ -195,8 +217,9 @@ def debias(model, recipe: str = "auto", *, steps: int = 150, lr: float = 1e-4, s
     else:
         name = check_recipe(recipe)
         why = f"{name}: asked for"
-    edit = fit_recipe(model, name, steps=steps, lr=lr, seed=seed, progress=progress)
+    edit = fit_recipe(model, name, sites=None if choice is None else choice.sites, seed=seed,
+                      progress=progress, **changes)
     edit.meta["recipe"] = name
-    edit.meta["recipe_does"] = RECIPES[name]
+    edit.meta["recipe_does"] = RECIPES[name].does
     edit.meta["chosen"] = why
     return edit

@@ -21,9 +21,11 @@ protect) and at the last token of `preserve` (definitional prompts), as LSDM's s
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -33,10 +35,25 @@ from ..model.forward import batches
 from ..model.runner import Runner, pad_ids
 from ..model.tokens import windows
 from .edit import Edit, EditError, forward_order
+from .settings import Settings
 from .stats import neutral_text
 from .targets import pronoun_columns
 
 OBJECTIVES = ("balance", "cda")
+
+
+@dataclasses.dataclass(frozen=True)
+class FTSettings(Settings):
+    """FT's and CDA's settings, each default defined here once; `finetune(..., name=value)`
+    overrides one. steps and lr: Adam's; batch_size: fitting prompts per step;
+    kl_weight: the KL penalty on the neutral text; preserve_weight: on the preserved prompts."""
+
+    steps: int = 150
+    lr: float = 1e-4
+    batch_size: int = 64
+    kl_weight: float = 1.0
+    preserve_weight: float = 1.0
+    label: ClassVar[str] = "fine-tuning setting"
 
 
 class CachedStreams:
@@ -73,13 +90,16 @@ def neutral_chunks(model, length: int) -> list[list[int]]:
 
 
 def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: Sequence[int] = (),
-             objective: str = "balance", preserve: PromptSet | None = None,
-             preserve_weight: float = 1.0, kl_weight: float = 1.0, steps: int = 150,
-             lr: float = 1e-4, batch_size: int = 64, seed: int = 0,
-             progress: bool | None = None) -> Edit:
+             objective: str = "balance", preserve: PromptSet | None = None, seed: int = 0,
+             progress: bool | None = None, settings: FTSettings | None = None,
+             **changes) -> Edit:
     """Fine-tune the weights an LSDM edit with these layers would change (see the module's
-    docstring for the objectives); the model is left as it was. Returns the change as an
-    `Edit` (exact, factored by SVD), with the losses in its provenance."""
+    docstring for the objectives); the model is left as it was. Settings: `FTSettings`, any of
+    its fields given by name (steps=300, lr=3e-4, ...). Returns the change as an `Edit` (exact,
+    factored by SVD), with the losses in its provenance."""
+    s = (settings or FTSettings()).with_(**changes)
+    steps, lr, batch_size = s.steps, s.lr, s.batch_size
+    kl_weight, preserve_weight = s.kl_weight, s.preserve_weight
     if objective not in OBJECTIVES:
         raise EditError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
     prompts.require_nonempty()

@@ -1,49 +1,83 @@
-"""The debiasing recipes compared in benchmarks/mitigations.py, by name, so that `interp.debias`
-runs exactly the recipe that was measured.
+"""The debiasing recipes compared in benchmarks/mitigations.py, as one table, so that
+`interp.debias` runs exactly the recipe that was measured.
 
-Every recipe is fitted on the train occupations only and changes the same weights, unless it says
-otherwise: the MLP down projections of the top six layers and the attention output projections of
-`recipe_sites` (26–27 on the bundled model, the demo's trace choice; the top layer on a model with
-fewer layers). The sites are fixed rather than traced so that a comparison of recipes compares
-recipes, not traces.
+A recipe is a method (LSDM, or fine-tuning with FT's or CDA's objective), the prompts it is
+fitted on (always train occupations), what it keeps, and its settings (`LSDMSettings`,
+`FTSettings`: their defaults unless the row says otherwise). Every recipe but the paper's
+changes the same weights, the sites it is given: a model's recorded sites (the ones its
+recipes were validated at, interp/data/validated.csv) so that a comparison of recipes compares
+recipes, not traces; where none are recorded, the sites a trace of the model chooses
+(`interp.mitigate.sites`). The paper's recipe edits the bottom MLPs at the subject.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..measure import prompts as P
 from .edit import Edit, EditError
-from .finetune import finetune
-from .lsdm import EDIT_TEMPLATES, _preserved, lsdm
-
-RECIPES = {
-    "lsdm-templates": "LSDM at the last token fitted on the 18 subject-pronoun templates, the "
-                      "train definitional words kept",
-    "lsdm": "LSDM at the last token fitted on every context (subject, object and possessive "
-            "pronoun slots), the train definitional words kept in the same contexts",
-    "lsdm-strength": "lsdm asking for twice each occupation's own part of the balancing change",
-    "lsdm-preserve": "lsdm with λ = 300 and the definitional prompts kept at weight 1",
-    "lsdm-preserve-strength": "lsdm-preserve with strength 1.5",
-    "lsdm-subject": "the paper's LSDM: keys at the subject's last token, bottom MLPs 0–4, its "
-                    "three templates",
-    "ft": "fine-tuning the same weights: squared he/she log-odds, KL to the unedited model",
-    "cda": "fine-tuning the same weights with counterfactual data augmentation's loss (he and "
-           "she equally likely targets), KL to the unedited model, the train definitional "
-           "words kept",
-    "ft-contexts": "ft fitted on every context, each prompt balanced on its own pronoun pair, "
-                   "the train definitional words kept in the same contexts",
-    "cda-contexts": "cda fitted on every context, each prompt on its own pronoun pair, the "
-                    "train definitional words kept in the same contexts",
-}
+from .finetune import FTSettings, finetune
+from .lsdm import EDIT_TEMPLATES, LSDMSettings, lsdm, preserved_prompts
+from .sites import SUBJECT_WIDTH, Sites, find_sites
 
 
-def recipe_sites(model) -> tuple[list[int], list[int]]:
-    """(MLP layers, attention layers) every recipe but lsdm-subject edits: the top six MLPs, and
-    attention 26–27 where the model has them (the bundled model's trace choice), else the top
-    layer's."""
-    top = model.arch.n_layers - 1
-    mlp = list(range(max(0, top - 5), top + 1))
-    attn = [l for l in (26, 27) if l <= top] or [top]
-    return mlp, attn
+@dataclass(frozen=True)
+class Recipe:
+    """One debiasing recipe. method: "lsdm", or "balance" / "cda" (the fine-tune's objective).
+    prompts: "contexts" (every fitting context, each prompt on its own pronoun pair),
+    "templates" (the subject-pronoun templates) or "paper" (the paper's three templates).
+    keep: "contexts" (the train definitional words in the fitted contexts), "templates" (in
+    the subject-pronoun templates) or None."""
+
+    name: str
+    does: str
+    method: str
+    prompts: str
+    keep: str | None
+    settings: LSDMSettings | FTSettings
+
+    def fitting_prompts(self, model) -> P.PromptSet:
+        if self.prompts == "contexts":
+            return P.contexts(model, "train")
+        templates = EDIT_TEMPLATES if self.prompts == "paper" else P.TEMPLATES
+        return P.professions(model, "train", templates=templates)
+
+    def kept(self, model, fitted: P.PromptSet):
+        if self.keep == "templates":
+            return P.definitional(model, split="train")
+        if self.keep == "contexts":  # as lsdm's preserve="auto" keeps them
+            return preserved_prompts(model, "auto", "last", fitted)
+        return None
+
+
+_LSDM, _FT = LSDMSettings(), FTSettings()
+RECIPES = {r.name: r for r in (
+    Recipe("lsdm-templates", "LSDM at the last token fitted on the 18 subject-pronoun templates, "
+           "the train definitional words kept", "lsdm", "templates", "templates", _LSDM),
+    Recipe("lsdm", "LSDM at the last token fitted on every context (subject, object and "
+           "possessive pronoun slots), the train definitional words kept in the same contexts",
+           "lsdm", "contexts", "contexts", _LSDM),
+    Recipe("lsdm-strength", "lsdm asking for twice each occupation's own part of the balancing "
+           "change", "lsdm", "contexts", "contexts", _LSDM.with_(strength=2.0)),
+    Recipe("lsdm-preserve", "lsdm with λ = 300 and the definitional prompts kept at weight 1",
+           "lsdm", "contexts", "contexts", _LSDM.with_(lam=300.0, preserve_weight=1.0)),
+    Recipe("lsdm-preserve-strength", "lsdm-preserve with strength 1.5", "lsdm", "contexts",
+           "contexts", _LSDM.with_(strength=1.5, lam=300.0, preserve_weight=1.0)),
+    Recipe("lsdm-subject", "the paper's LSDM: keys at the subject's last token, the bottom "
+           f"{SUBJECT_WIDTH} MLPs, its three templates", "lsdm", "paper", None,
+           _LSDM.with_(site="subject")),
+    Recipe("ft", "fine-tuning the same weights: squared he/she log-odds, KL to the unedited "
+           "model", "balance", "templates", "templates", _FT),
+    Recipe("cda", "fine-tuning the same weights with counterfactual data augmentation's loss "
+           "(he and she equally likely targets), KL to the unedited model, the train "
+           "definitional words kept", "cda", "templates", "templates", _FT),
+    Recipe("ft-contexts", "ft fitted on every context, each prompt balanced on its own pronoun "
+           "pair, the train definitional words kept in the same contexts", "balance",
+           "contexts", "contexts", _FT),
+    Recipe("cda-contexts", "cda fitted on every context, each prompt on its own pronoun pair, "
+           "the train definitional words kept in the same contexts", "cda", "contexts",
+           "contexts", _FT),
+)}
 
 
 def check_recipe(name: str) -> str:
@@ -52,33 +86,31 @@ def check_recipe(name: str) -> str:
     return name
 
 
-def fit_recipe(model, name: str, *, steps: int = 150, lr: float = 1e-4, seed: int = 0,
-               progress: bool | None = False) -> Edit:
-    """Fit recipe `name` (see `RECIPES`) on `model`'s train occupations; the model is left as it
-    was. steps and lr are FT's and CDA's optimiser settings."""
-    check_recipe(name)
-    mlp, attn = recipe_sites(model)
-    kw = {"layers": mlp, "attn_layers": attn, "site": "last", "preserve_weight": 0.1,
-          "n_prefixes": 0, "seed": seed, "progress": progress}
-    if name == "lsdm-subject":
-        return lsdm(model, P.professions(model, "train", templates=EDIT_TEMPLATES),
-                    layers=list(range(min(5, model.arch.n_layers))), site="subject", seed=seed,
-                    progress=progress)
-    if name in ("lsdm-templates", "ft", "cda"):
-        train, keep = P.professions(model, "train"), P.definitional(model, split="train")
-        if name == "lsdm-templates":
-            return lsdm(model, train, preserve=keep, **kw)
-        return finetune(model, train, layers=mlp, attn_layers=attn,
-                        objective="balance" if name == "ft" else "cda", preserve=keep,
-                        steps=steps, lr=lr, seed=seed, progress=progress)
-    contexts = P.contexts(model, "train")
-    if name in ("ft-contexts", "cda-contexts"):
-        # the train definitional words in the same contexts, as lsdm's preserve="auto" keeps them
-        return finetune(model, contexts, layers=mlp, attn_layers=attn,
-                        objective="balance" if name == "ft-contexts" else "cda",
-                        preserve=_preserved(model, "auto", "last", contexts), steps=steps, lr=lr,
-                        seed=seed, progress=progress)
-    more = {"lsdm": {}, "lsdm-strength": {"strength": 2.0},
-            "lsdm-preserve": {"lam": 300.0, "preserve_weight": 1.0},
-            "lsdm-preserve-strength": {"strength": 1.5, "lam": 300.0, "preserve_weight": 1.0}}
-    return lsdm(model, contexts, **{**kw, **more[name]})
+def traced_sites(model, *, seed: int = 0, progress: bool | None = False) -> Sites:
+    """The sites a trace of the train occupations chooses for a last-token recipe."""
+    return find_sites(model, P.professions(model, "train"), "last", seed=seed,
+                      progress=progress)[0]
+
+
+def fit_recipe(model, name: str, *, sites: Sites | None = None, seed: int = 0,
+               progress: bool | None = False, **changes) -> Edit:
+    """Fit recipe `name` (see `RECIPES`) on `model`'s train occupations at `sites` (None: the
+    sites a trace chooses, `traced_sites`); the model is left as it was. changes: settings of
+    the recipe's method to override (steps=..., lr=... for FT and CDA; lam=... for LSDM)."""
+    recipe = RECIPES[check_recipe(name)]
+    settings = recipe.settings.with_(**changes)
+    fitted = recipe.fitting_prompts(model)
+    if recipe.prompts == "paper":  # the paper's sites: the bottom MLPs, at the subject
+        return lsdm(model, fitted, layers=list(range(min(SUBJECT_WIDTH, model.arch.n_layers))),
+                    seed=seed, progress=progress, settings=settings)
+    sites = sites or traced_sites(model, seed=seed, progress=progress)
+    keep = recipe.kept(model, fitted)
+    if recipe.method == "lsdm":
+        edit = lsdm(model, fitted, layers=sites.mlp, attn_layers=sites.attn, preserve=keep,
+                    seed=seed, progress=progress, settings=settings)
+    else:
+        edit = finetune(model, fitted, layers=sites.mlp, attn_layers=sites.attn,
+                        objective=recipe.method, preserve=keep, seed=seed, progress=progress,
+                        settings=settings)
+    edit.meta["sites_chosen"] = sites.why
+    return edit

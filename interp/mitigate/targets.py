@@ -83,50 +83,22 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
 
     Gauss–Newton (Levenberg–Marquardt) on the log-odds: each iteration takes the Jacobian of
     every version's log-odds with respect to its subject's δ (one forward and one backward) and
-    moves δ by the damped least-norm step that zeroes them in the linearised model, within
-    ||δ|| ≤ clamp_norm · ||h||. A handful of iterations replaces hundreds of Adam steps, and the
-    least-norm step changes the stream only along directions the log-odds read, which keeps the
-    rest of the next-token distribution (the report gives the KL that remains). Stops once the
-    mean |log-odds| over all versions is under tol.
+    moves δ by the damped least-norm step that zeroes them in the linearised model
+    (`gauss_newton_step`), within ||δ|| ≤ clamp_norm · ||h||. A handful of iterations replaces
+    hundreds of Adam steps, and the least-norm step changes the stream only along directions
+    the log-odds read, which keeps the rest of the next-token distribution (the report gives
+    the KL that remains, `PairLogOdds.compare`). Stops once the mean |log-odds| over all
+    versions is under tol.
 
     Returns (targets h + δ (n, d_model) float64, report dict)."""
-    pair, columns = pronoun_columns(model, v.slots or ["subject"] * len(v.ids))
-    columns = columns.to(model.device)
-    down = Downstream(model, v, layer)
-    dev, owner = model.device, down.owner
+    odds = PairLogOdds(model, v, layer)
+    down, dev, owner = odds.down, model.device, odds.down.owner
     n = int(owner.max()) + 1
     counts = torch.bincount(owner, minlength=n).unsqueeze(1)
     h0 = torch.zeros((n, down.at_subject.shape[-1]), device=dev).index_add_(
         0, owner, down.at_subject)
     h0 = h0 / counts
     bound = clamp_norm * h0.norm(dim=-1, keepdim=True)
-
-    def forward(row_delta, backward):
-        """Every version's log-odds; with backward, also their gradients (chunk by chunk, see
-        Downstream). The softmax's normaliser cancels in the log-odds, so only the two
-        pronouns' logits are computed: the unembedding is most of a top-layer edit's cost."""
-        gaps = torch.zeros(len(v.ids), device=dev)
-        for g, logits in down.logits(row_delta, select=pair):
-            both = logits.gather(1, columns[g])
-            gap = both[:, 1] - both[:, 0]
-            if backward:
-                gap.sum().backward()
-            gaps[g] = gap.detach()
-        return gaps
-
-    @torch.no_grad()
-    def compare(row_delta):
-        """Each version's KL from the unedited next-token distribution, and its unedited
-        (log p(he), log p(she)): one pass over the whole vocabulary, chunk by chunk."""
-        kls = torch.zeros(len(v.ids), device=dev)
-        unedited = torch.empty((len(v.ids), 2), device=dev)
-        for (g, ref), (_, new) in zip(down.logits(torch.zeros_like(row_delta)),
-                                      down.logits(row_delta)):
-            ref, new = ref.log_softmax(-1), new.log_softmax(-1)
-            kls[g] = (ref.exp() * (ref - new)).sum(-1)
-            unedited[g] = ref[:, pair].gather(1, columns[g])
-        return kls, unedited
-
     members = [(owner == s).nonzero().squeeze(1) for s in range(n)]
     delta = torch.zeros_like(h0)
     history, taken, retry = [], 0, False
@@ -141,7 +113,7 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
         step = taken < iters and (retry or not (history and history[-1] * rate < tol))
         row_delta = delta[owner].clone().requires_grad_(step)
         with torch.set_grad_enabled(step), frozen(model):
-            gaps = forward(row_delta, backward=step)
+            gaps = odds.forward(row_delta, backward=step)
         mean_gap = float(gaps.abs().mean())
         history.append(mean_gap)
         if mean_gap < tol or taken == iters:
@@ -150,20 +122,15 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
         if retry:
             history.pop()  # the same δ again, this time with its gradient
             continue
-        J, y = row_delta.grad.double(), gaps.detach().double()
-        for s, r in enumerate(members):
-            Js = J[r]
-            A = Js @ Js.T
-            A = A + damping * A.diagonal().mean().clamp_min(1e-12) * torch.eye(len(r), device=dev,
-                                                                              dtype=A.dtype)
-            delta[s] -= (Js.T @ torch.linalg.solve(A, y[r])).float()
+        delta = gauss_newton_step(delta, row_delta.grad.double(), gaps.detach().double(),
+                                  members, damping)
         delta = delta * (bound / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
         taken += 1
         bar.update()
     bar.close()
     per_subject = torch.zeros(n, device=dev).index_add_(0, owner, gaps.abs()) / counts.squeeze(1)
     bare = torch.tensor(v.context, device=dev) == 0
-    kls, unedited = compare(delta[owner])
+    kls, unedited = odds.compare(delta[owner])
     report = {"bare_unedited": unedited[bare],
               "abs_logodds_before": history[0], "abs_logodds_after": float(gaps.abs().mean()),
               "history": history,
@@ -182,6 +149,57 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     return (h0 + delta).double(), report
 
 
+class PairLogOdds:
+    """Every version's log-odds of its slot's pronoun pair (female over male) with a change δ
+    added at its subject-last token after block `layer` (`Downstream`)."""
+
+    def __init__(self, model, v: Versions, layer: int):
+        pair, columns = pronoun_columns(model, v.slots or ["subject"] * len(v.ids))
+        self.pair, self.columns = pair, columns.to(model.device)
+        self.down, self.n, self.device = Downstream(model, v, layer), len(v.ids), model.device
+
+    def forward(self, row_delta: torch.Tensor, backward: bool) -> torch.Tensor:
+        """Every version's log-odds; with backward, also their gradients (chunk by chunk, see
+        Downstream). The softmax's normaliser cancels in the log-odds, so only the two
+        pronouns' logits are computed: the unembedding is most of a top-layer edit's cost."""
+        gaps = torch.zeros(self.n, device=self.device)
+        for g, logits in self.down.logits(row_delta, select=self.pair):
+            both = logits.gather(1, self.columns[g])
+            gap = both[:, 1] - both[:, 0]
+            if backward:
+                gap.sum().backward()
+            gaps[g] = gap.detach()
+        return gaps
+
+    @torch.no_grad()
+    def compare(self, row_delta: torch.Tensor):
+        """Each version's KL from the unedited next-token distribution, and its unedited
+        (log p(male), log p(female)): one pass over the whole vocabulary, chunk by chunk."""
+        kls = torch.zeros(self.n, device=self.device)
+        unedited = torch.empty((self.n, 2), device=self.device)
+        for (g, ref), (_, new) in zip(self.down.logits(torch.zeros_like(row_delta)),
+                                      self.down.logits(row_delta)):
+            ref, new = ref.log_softmax(-1), new.log_softmax(-1)
+            kls[g] = (ref.exp() * (ref - new)).sum(-1)
+            unedited[g] = ref[:, self.pair].gather(1, self.columns[g])
+        return kls, unedited
+
+
+def gauss_newton_step(delta: torch.Tensor, J: torch.Tensor, y: torch.Tensor, members,
+                      damping: float) -> torch.Tensor:
+    """δ after one damped least-norm step per subject: J (versions, d_model) the log-odds'
+    gradients, y their values, members[s] the versions of subject s. The step zeroes the
+    linearised log-odds: δ_s −= J_sᵀ (J_s J_sᵀ + μ I)⁻¹ y_s, μ = damping × mean diagonal."""
+    delta = delta.clone()
+    for s, r in enumerate(members):
+        Js = J[r]
+        A = Js @ Js.T
+        A = A + damping * A.diagonal().mean().clamp_min(1e-12) * torch.eye(len(r), device=J.device,
+                                                                          dtype=A.dtype)
+        delta[s] -= (Js.T @ torch.linalg.solve(A, y[r])).float()
+    return delta
+
+
 def pronoun_columns(model, slots) -> tuple[list[int], torch.Tensor]:
     """The token ids of every pronoun the slots need, and per slot the columns (male, female)
     of its pair among them."""
@@ -192,7 +210,7 @@ def pronoun_columns(model, slots) -> tuple[list[int], torch.Tensor]:
     return ids, torch.tensor([col[s] for s in slots])
 
 
-def _pronoun_bias(logprobs: torch.Tensor) -> dict:
+def pronoun_bias(logprobs: torch.Tensor) -> dict:
     """Mean |log p(she) − log p(he)| and |p(he) − p(she)| over rows of (log p(he), log p(she))."""
     lp = logprobs.double().cpu().numpy()
     return {"abs_logodds": float(np.abs(metrics.logodds(lp[:, 0], lp[:, 1])).mean()),

@@ -22,6 +22,7 @@ from ..measure.capability import next_token_logprobs
 from ..measure.evaluate import DEFAULT_SUITES, EvalReport, comparison_table, evaluate
 from ..measure.prompts import from_records
 from .keys import SITE_TOKEN
+from .sites import trace_for_sites
 
 
 class Verification:
@@ -124,3 +125,14 @@ def verify(model, edit, trace_result: TraceResult, *, suites: Sequence[str] = DE
         after_trace = trace(model, prompts, spec=trace_result.spec, progress=progress)
         after = evaluate(model, (*suites, "kl"), reference=reference, **kw)
     return Verification(trace_result, after_trace, before, after, dict(edit.meta))
+
+
+def verify_edit(model, edit, prompts, *, located: TraceResult | None = None, seed: int = 0,
+                progress: bool | None = None, **kw) -> Verification:
+    """`verify` against `located`, or, where no trace was made, the trace that chooses an
+    edit's sites (`interp.mitigate.sites.trace_for_sites`) of `prompts` at the edit's site:
+    what `interp edit --verify` and `interp debias --verify` run. kw: `verify`'s."""
+    if located is None:
+        located = trace_for_sites(model, prompts, edit.meta.get("site", "last"), seed=seed,
+                                  progress=progress)
+    return verify(model, edit, located, seed=seed, progress=progress, **kw)

@@ -270,15 +270,12 @@ def _plain(value):
 
 
 def build_prompt_set(model, name: str, spec: dict, seed: int):
-    """The prompt set a [prompts.NAME] spec describes, for this model."""
+    """The prompt set a [prompts.NAME] spec describes, for this model (`P.named` resolves its
+    source, as the command line resolves a set's name)."""
 
-    if spec["source"] == "professions":
-        split = None if spec["split"] == "all" else spec["split"]
-        ps = P.professions(model, split, templates=spec["templates"])
-    elif spec["source"] == "definitional":
-        ps = P.definitional(model, templates=spec["templates"])
-    else:
-        ps = P.from_jsonl(model, spec["path"])
+    names = {"professions": spec.get("split"), "definitional": "definitional",
+             "jsonl": spec.get("path")}
+    ps = P.named(model, names[spec["source"]], templates=spec.get("templates"))
     ps.name = name
     if "subjects" in spec:
         ps = _some_subjects(ps, spec["subjects"], seed)

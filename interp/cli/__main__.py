@@ -1,0 +1,5 @@
+"""`python -m interp.cli`: the command line."""
+
+from . import main
+
+main()

@@ -1,0 +1,24 @@
+"""What every method's settings dataclass shares: a copy with some fields changed, checked."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from .edit import EditError
+
+
+class Settings:
+    """Base of a method's frozen settings dataclass (`LSDMSettings`, `FTSettings`): each
+    default is defined once, on the dataclass, and a call overrides fields by name."""
+
+    label: ClassVar[str] = "setting"
+
+    def with_(self, **changes):
+        """A copy with `changes`; an unknown name is an error that lists the known ones."""
+        known = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise EditError(f"unknown {self.label} {', '.join(map(repr, unknown))}: the "
+                            f"settings are {', '.join(known)}")
+        return dataclasses.replace(self, **changes)
