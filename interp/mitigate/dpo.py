@@ -13,8 +13,7 @@ distribution on the bundled neutral text that the FT baseline uses. The change c
 
 We write the loss ourselves rather than use TRL's DPOTrainer: only a few matrices train, from the
 residual stream cached at the lowest of them (the blocks below never change), which a trainer
-that runs the whole model per step cannot do; 200 pairs take 95 s of training on the bundled
-model on a 2-core CPU.
+that runs the whole model per step cannot do (the time it takes: docs/studies.md).
 """
 
 from __future__ import annotations
@@ -76,8 +75,8 @@ def dpo(model, preferences: pd.DataFrame, *, layers: Sequence[int],
     model as it is; the model is left unchanged. Returns the change as an `Edit` with the
     losses and the pairs in its provenance.
 
-    lr: 3e-4 fits the story pairs' preferences (74% of them held after 3 epochs on the bundled
-    model); at 1e-4 the model instead drifted to one answer for every story (docs/studies.md)."""
+    lr: the default fits the story pairs' preferences; at a third of it the model instead
+    drifted to one answer for every story (docs/studies.md)."""
     missing = [c for c in PREFERENCE_COLUMNS if c not in preferences.columns]
     if missing:
         raise EditError(f"preference pairs need a column {missing[0]!r} "

@@ -114,7 +114,7 @@ def load_model(
     supported family, for tests, seeded by `seed`; `interp.model.tiny`).
     cache: keep a GGUF's conversion to plain HF weights in the cache folder ($INTERP_CACHE, else
     ~/.cache/interp; f32 weights take ~4 bytes per parameter), so the next load of the same file
-    takes seconds instead of ~20 s.
+    reads plain weights instead of parsing the GGUF again (docs/models.md).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     name = BUNDLED_NAME if spec is None else str(spec)
@@ -232,10 +232,11 @@ def bundled_tokenizer():
 
 
 def _load_gguf(path: Path, dtype, *, cache: bool = True):
-    """A GGUF file as an HF model and tokenizer. Reading a GGUF takes ~20 s here (transformers
-    parses the file three times and builds a tensor-name map in Python), so the first load also
-    writes the converted weights, config and tokenizer as a plain HF directory in the cache, keyed
-    by the file's bytes, the dtype and the transformers version; later loads read that (~2 s)."""
+    """A GGUF file as an HF model and tokenizer. Reading a GGUF is slow (transformers parses the
+    file three times and builds a tensor-name map in Python), so the first load also writes the
+    converted weights, config and tokenizer as a plain HF directory in the cache, keyed by the
+    file's bytes, the dtype and the transformers version; later loads read that (the times are
+    in docs/models.md)."""
     _check_gguf_header(path)
     converted = gguf_conversion_dir(path, dtype) if cache else None
     if converted is not None and converted.is_dir():

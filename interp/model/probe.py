@@ -1,9 +1,9 @@
 """A model's shape from its spec without reading its weights: the family, layer count and widths
 that the command line checks options and edit files against before it loads anything.
 
-`probe(spec)` takes what `load_model` takes and answers in well under a second: a GGUF file's
+`probe(spec)` takes what `load_model` takes and answers without loading weights: a GGUF file's
 header (read here: transformers' reader also parses every tensor entry and the tokenizer's
-vocabulary, ~3 s for the bundled file), an HF directory's config.json, a tiny model's config,
+vocabulary, which takes seconds), an HF directory's config.json, a tiny model's config,
 a hub name's config (from the local cache or the network).
 """
 
@@ -157,7 +157,7 @@ def _config(spec: str):
 
 
 class _Vocabulary:
-    """What `tiny_config` reads from a tokenizer, without loading the bundled one (~1 s)."""
+    """What `tiny_config` reads from a tokenizer, without loading the bundled one."""
 
     bos_token_id, eos_token_id = 1, 2
 

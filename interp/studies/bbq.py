@@ -50,7 +50,8 @@ PERSONAS = (("a woman", "gender"), ("a man", "gender"),
             ("an elderly person", "age"), ("a teenager", "age"),
             ("a person who uses a wheelchair", "disability"),
             ("a blind person", "disability"))
-# One persona from four of the dimensions: the default, and the issue's 1,000 × 5 benchmark.
+# One persona from four of the dimensions: the default, and benchmarks/persona_speed.py's
+# 1,000 items × 5 conditions.
 DEFAULT_PERSONAS = ("a woman", "a Black person", "a Muslim person", "an elderly person")
 BASELINE = "none"
 METRICS = ("accuracy", "bias", "preference", "TB", "BAmt", "PB")
@@ -66,8 +67,9 @@ def prompt(item, persona: str | None = None, *, choices: bool = False) -> str:
 
     Without the list (the default) the bundled model never picks the unknown answer, so every
     ambiguous answer names a person and the ambiguous bias score is its plain preference for
-    the stereotyped one; with it, it picks the first listed answer 47% of the time whatever it
-    says (our 200 items), a position bias larger than the effects measured."""
+    the stereotyped one; with it, it picks the first listed answer far more often than a third
+    of the time whatever it says, a position bias larger than the effects measured
+    (docs/studies.md)."""
     head = INSTRUCTION.format(persona=persona) + "\n\n" if persona else ""
     listed = (f"\nAnswer choices: {item['ans0']}; {item['ans1']}; {item['ans2']}."
               if choices else "")

@@ -92,9 +92,8 @@ class NextTokenLogprobs:
     ~590 MB; top-1024 takes ~25 MB. KL against it treats the tail as one outcome, which by the
     data-processing inequality is a lower bound on the exact KL, short only by the reference's
     tail mass times the KL within the tail (how the model reshuffles tokens the reference found
-    very unlikely). With top_k >= vocab size it is exact. On the bundled model the top 1024
-    tokens leave 1.9% of the mass on average (27% at worst), and for a random nudge of one MLP
-    the bound was 3% below the exact KL; pass the unedited model itself for the exact value."""
+    very unlikely). With top_k >= vocab size it is exact; how close the bound is on the bundled
+    model is in docs/evaluation.md. Pass the unedited model itself for the exact value."""
 
     text: str
     chunks: list[list[int]]
