@@ -7,14 +7,14 @@ import hashlib
 import inspect
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..common.errors import InterpError
 from ..common.io import atomic_write
 from ..locate.spec import KINDS, METHODS
 from ..measure import prompts as P
-from ..mitigate.lsdm import lsdm
+from ..mitigate.lsdm import LSDMSettings, lsdm
 from ..model.load import BUNDLED_NAME
 from .checks import (
     SweepConfigError,
@@ -238,10 +238,12 @@ def _trace_section(table: dict, prompts: dict) -> dict:
 
 
 def lsdm_options() -> set[str]:
-    """The keyword arguments of interp.lsdm that an [edit] table may pass on."""
+    """The keyword arguments of interp.lsdm that an [edit] table may pass on: its own and the
+    fields of its settings (`LSDMSettings`), which it takes by name."""
 
     params = inspect.signature(lsdm).parameters
-    return {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - EDIT_RESERVED
+    own = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} - {"settings"}
+    return (own | {f.name for f in fields(LSDMSettings)}) - EDIT_RESERVED
 
 
 def _edit_section(table: dict, prompts: dict) -> dict:
