@@ -209,6 +209,8 @@ def permute_qk(w: torch.Tensor, n_head: int, n_head_kv: int | None = None) -> to
     undoes it (`LlamaTensorProcessor._reverse_permute_weights`)."""
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
+    # Each head's rows go from (half, i) order to (i, half): rows i and i + d_head/2, which
+    # rotate together, end up side by side.
     return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
             .swapaxes(1, 2).reshape(w.shape))
 

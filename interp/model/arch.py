@@ -1,5 +1,5 @@
 """Architecture: the shape and mediator locations of one loaded model, read through its family's
-adapter (`interp/model/families/`, one file per family).
+adapter (its row in `interp/model/families/`).
 
 Later stages (tracing, editing, export) never guess module paths; they ask this object. Hook names
 come from TransformerBridge, which gives every supported architecture the same names: in every
@@ -65,7 +65,7 @@ class Architecture:
             raise UnsupportedArchitectureError(
                 f"architecture {mt!r} is not supported: interp knows where the MLP and attention "
                 f"live only for these model types: {', '.join(known_model_types())}. Use a model "
-                "of one of these families, or add an adapter for yours in interp/model/families/."
+                "of one of these families, or add a row for yours to interp/model/families/."
             )
         return cls(family=adapter.name, model_type=mt, **adapter.sizes(config),
                    gated_mlp=adapter.gated_mlp,
