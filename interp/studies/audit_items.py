@@ -21,18 +21,14 @@ import pandas as pd
 
 from ..common.errors import EmptyPromptSetError, InterpError
 from ..common.io import read_csv_columns
+from ..measure.contrast import contrast
 
 # Pronoun families: nominative, accusative, possessive determiner, possessive pronoun, reflexive,
-# as TANGO (Ovalle et al. 2023) publishes them; these spell our declarations and slot templates.
+# as TANGO (Ovalle et al. 2023) publishes them (the built-in contrast 'misgendering' holds them);
+# these spell our declarations and slot templates.
 FORMS = ("nom", "acc", "poss", "poss_pronoun", "refl")
-FAMILIES = {
-    "he": ("he", "him", "his", "his", "himself"),
-    "she": ("she", "her", "her", "hers", "herself"),
-    "they": ("they", "them", "their", "theirs", "themselves"),
-    "xe": ("xe", "xem", "xir", "xirs", "xemself"),
-    "ey": ("ey", "em", "eir", "eirs", "emself"),
-    "fae": ("fae", "faer", "faer", "faers", "faerself"),
-}
+FAMILIES = {g: tuple(forms[f] for f in FORMS)
+            for g, forms in contrast("misgendering").groups.items()}
 # Other spellings in use, all accepted when read (TANGO's misgendering_prompts.csv writes xe's
 # accusative "xir" and reflexive "xirself", and they's reflexive "themself"); a file's own
 # spelling is the one its items use.
