@@ -26,6 +26,10 @@ CASES = [
     ("bias --prompts {d}/missing.jsonl", "missing.jsonl"),
     ("bias --prompts trian", "trian"),
     ("bias --templates 0", "--templates"),
+    ("bias --contrast relgion", "relgion"),
+    ("bias --contrast {d}/malformed.toml", "malformed.toml"),
+    ("bias --contrast {d}/columns.jsonl", "columns.jsonl"),
+    ("contrasts --bogus", "--bogus"),
     ("trace --prompts {d}/missing.jsonl", "missing.jsonl"),
     ("trace --prompts {d}/empty.jsonl", "empty.jsonl"),
     ("trace --prompts {d}/malformed.jsonl", "malformed.jsonl:2"),
@@ -91,7 +95,7 @@ CASES = [
     ("demo --trace-prompts 0", "--trace-prompts"),
 ]
 
-COMMANDS = {"info", "bias", "trace", "evaluate", "audit", "stories", "dpo", "persona", "alignez",
+COMMANDS = {"info", "bias", "contrasts", "trace", "evaluate", "audit", "stories", "dpo", "persona", "alignez",
             "corpus", "edit", "debias", "export", "sweep", "demo"}
 
 

@@ -14,7 +14,8 @@ from interp.studies.audit_items import FAMILIES, FORMS
 
 
 def test_the_built_ins_load_and_gender_is_the_default_everywhere_else_uses():
-    assert contrasts()[0] == "gender" and "misgendering" in contrasts()
+    assert contrasts()[0] == "gender"
+    assert {"misgendering", "religion", "race"} <= set(contrasts())
     for name in contrasts():
         c = contrast(name)
         assert c.name == name and c.items("train").shape[0] > 0
@@ -35,7 +36,7 @@ def test_misgendering_holds_tangos_families_and_declares_each_in_turn():
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json"])
-@pytest.mark.parametrize("name", ["gender", "misgendering"])
+@pytest.mark.parametrize("name", ["gender", "misgendering", "religion", "race"])
 def test_a_saved_contrast_reads_back_the_same(name, suffix, tmp_path):
     c = contrast(name)
     assert contrast(str(c.save(tmp_path / f"c{suffix}"))) == c

@@ -1,4 +1,4 @@
-"""Commands that measure: info, bias, trace, evaluate."""
+"""Commands that measure: info, bias, contrasts, trace, evaluate."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import typer
 
 from .. import command_inputs as check
 from ..common.figures import save_figure
+from ..common.io import atomic_path
 from ..locate.trace import trace as run_trace
 from ..measure.bias import bias as measure_bias
 from ..measure.capability import next_token_logprobs
+from ..measure.contrast import contrast as read_contrast
+from ..measure.contrast import contrasts as list_contrasts
 from ..measure.evaluate import comparison_table
 from ..measure.evaluate import evaluate as run_eval
 from ..measure.prompts import pick
@@ -65,13 +68,29 @@ def bias(
     batch_size: int = typer.Option(64, help="Prompts per forward pass."),
     out: Optional[Path] = typer.Option(None, help="Directory to save the per-prompt table, "
                                                   "summary and a figure."),
+    contrast: str = typer.Option("gender", help="The bias axis: a built-in (interp contrasts) "
+                                                "or a .toml/.json contrast file."),
 ):
     """Print bias scores of a model on prompt sets as a table."""
 
+    chosen = read_contrast(contrast)
     check_prompt_options(prompts, templates)
     check.at_least(batch_size, 1, "--batch-size")
     check.model(model)
     m = load(model)
+    if chosen.name != "gender":
+        chosen.check_vocabulary(m.tokenizer)
+        for split in ("train", "test"):
+            scored = chosen.logprobs(m, chosen.items(split), batch_size=batch_size,
+                                     progress=True)
+            typer.echo(f"\n{chosen.name} on {m.name}, {split} subjects ({chosen.goal}):")
+            typer.echo(chosen.summary(scored).to_string(float_format=lambda v: f"{v:.3f}"))
+            if out:
+                with atomic_path(out / f"{chosen.name}-{split}.csv") as tmp:
+                    scored.to_csv(tmp, index=False)
+        if out:
+            typer.echo(f"\nwrote {out}/")
+        return
     report = measure_bias(m, prompt_sets(m, prompts, templates), batch_size=batch_size)
     typer.echo(f"\nBias of {m.name} (gap = p(he) − p(she); slopes regress the gap on the "
                "stereotype (a_s) and definitional (a_f) scores):\n")
@@ -80,6 +99,13 @@ def bias(
         report.save(out)
         save_figure(report.plot(), out / "bias")
         typer.echo(f"\nwrote {out}/")
+
+
+@app.command()
+def contrasts():
+    """List the built-in contrasts (bias axes); `--contrast` takes one of these or a file."""
+    for name in list_contrasts():
+        typer.echo(f"{name:<14}{read_contrast(name)!r}")
 
 
 @app.command()
