@@ -34,7 +34,7 @@ from .locate.trace import trace
 from .loop import DemoResult, demo
 from .measure import capability, metrics, prompts, suites
 from .measure.bias import BiasReport, bias
-from .measure.contrast import Contrast, contrast, contrasts
+from .measure.contrast import Contrast, ContrastReport, contrast, contrasts
 from .measure.evaluate import EvalReport, evaluate
 from .measure.prompts import Prompt, PromptSet
 from .mitigate.alignez import RepresentationEdit, alignez
@@ -55,16 +55,16 @@ from .sweep import SweepResult, run_sweep
 
 __all__ = [
     "EDIT_TEMPLATES", "LAST_TOKEN_TEMPLATES", "Architecture", "BiasReport", "Contrast",
-    "DemoResult", "Edit", "EditError", "EmptyPromptSetError", "EvalReport", "ExportResult",
-    "FTSettings", "InterpError", "LSDMSettings", "Model", "ModelLoadError", "PersonaBias",
-    "Prompt", "PromptSet", "RepresentationEdit", "RewardAudit", "Sites", "StoryConsistency",
-    "SweepResult", "TemplateError", "TokenizationError", "TraceComparison", "TraceResult",
-    "TraceSpec", "UnsupportedArchitectureError", "Verification", "__version__", "alignez",
-    "bias", "capability", "contrast", "contrasts", "debias", "demo", "dpo", "evaluate",
-    "export", "find_sites", "finetune", "load_model", "locate_sites", "lsdm", "metrics",
-    "persona_alignez", "persona_bias", "preference_margins", "preference_pairs", "prompts",
-    "reward_audit", "run_sweep", "save_figure", "story_consistency", "story_dpo", "suites",
-    "trace", "verify", "verify_edit", "wrap",
+    "ContrastReport", "DemoResult", "Edit", "EditError", "EmptyPromptSetError", "EvalReport",
+    "ExportResult", "FTSettings", "InterpError", "LSDMSettings", "Model", "ModelLoadError",
+    "PersonaBias", "Prompt", "PromptSet", "RepresentationEdit", "RewardAudit", "Sites",
+    "StoryConsistency", "SweepResult", "TemplateError", "TokenizationError", "TraceComparison",
+    "TraceResult", "TraceSpec", "UnsupportedArchitectureError", "Verification", "__version__",
+    "alignez", "bias", "capability", "contrast", "contrasts", "debias", "demo", "dpo",
+    "evaluate", "export", "find_sites", "finetune", "load_model", "locate_sites", "lsdm",
+    "metrics", "persona_alignez", "persona_bias", "preference_margins", "preference_pairs",
+    "prompts", "reward_audit", "run_sweep", "save_figure", "story_consistency", "story_dpo",
+    "suites", "trace", "verify", "verify_edit", "wrap",
 ]
 
 # The measuring modules that were public before the stage folders keep their import paths

@@ -134,3 +134,33 @@ def test_the_summary_counts_a_declared_group_missed(tiny_llama):
     for g in m.group_names:
         assert table.loc[g, "rate"] == pytest.approx(missed[scored.declared == g].mean())
         assert table.loc[g, "items"] == len(m.contexts)
+
+
+def test_bias_takes_a_contrast_and_its_report_saves_plots_and_reloads(tiny_llama, tmp_path):
+    import interp
+    from interp.measure.contrast import ContrastReport
+
+    r = interp.bias(tiny_llama, contrast="religion")
+    c = contrast("religion")
+    assert isinstance(r, ContrastReport) and len(r.frame) == len(c.items(None))
+    assert set(r.frame["split"]) == {"train", "test"}
+    np.testing.assert_allclose(r.frame["lean"], c.lean(r.frame))
+    s = r.summary()
+    assert s.loc[("train", "muslim"), "items"] == (c.items("train").group == "muslim").sum()
+    back = ContrastReport.load(r.save(tmp_path / "r"))
+    np.testing.assert_array_equal(back.frame[list(c.group_names)].to_numpy(),
+                                  r.frame[list(c.group_names)].to_numpy())
+    assert back.summary().equals(s) and back.contrast == c
+    assert len(r.plot().data) == 2  # one bar series per part
+    with pytest.raises(interp.InterpError, match="not both"):
+        interp.bias(tiny_llama, P.professions(tiny_llama, "train"), contrast="race")
+
+
+def test_the_bias_command_measures_a_contrast(tmp_path, capsys):
+    from interp.cli import run
+
+    assert run(["bias", "-m", "tiny-llama", "--contrast", "misgendering",
+                "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "misgendering on tiny-llama (follow)" in out and "fae" in out
+    assert (tmp_path / "m" / "items.csv").is_file() and (tmp_path / "m" / "summary.csv").is_file()

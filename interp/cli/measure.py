@@ -9,12 +9,12 @@ import typer
 
 from .. import command_inputs as check
 from ..common.figures import save_figure
-from ..common.io import atomic_path
 from ..locate.trace import trace as run_trace
 from ..measure.bias import bias as measure_bias
 from ..measure.capability import next_token_logprobs
 from ..measure.contrast import contrast as read_contrast
 from ..measure.contrast import contrasts as list_contrasts
+from ..measure.contrast import measure_contrast
 from ..measure.evaluate import comparison_table
 from ..measure.evaluate import evaluate as run_eval
 from ..measure.prompts import pick
@@ -78,17 +78,13 @@ def bias(
     check.at_least(batch_size, 1, "--batch-size")
     check.model(model)
     m = load(model)
-    if chosen.name != "gender":
-        chosen.check_vocabulary(m.tokenizer)
-        for split in ("train", "test"):
-            scored = chosen.logprobs(m, chosen.items(split), batch_size=batch_size,
-                                     progress=True)
-            typer.echo(f"\n{chosen.name} on {m.name}, {split} subjects ({chosen.goal}):")
-            typer.echo(chosen.summary(scored).to_string(float_format=lambda v: f"{v:.3f}"))
-            if out:
-                with atomic_path(out / f"{chosen.name}-{split}.csv") as tmp:
-                    scored.to_csv(tmp, index=False)
+    if chosen != read_contrast("gender"):
+        report = measure_contrast(m, chosen, batch_size=batch_size, progress=True)
+        typer.echo(f"\n{chosen.name} on {m.name} ({chosen.goal}), per part and group:\n")
+        typer.echo(report.table())
         if out:
+            report.save(out)
+            save_figure(report.plot(), out / chosen.name)
             typer.echo(f"\nwrote {out}/")
         return
     report = measure_bias(m, prompt_sets(m, prompts, templates), batch_size=batch_size)

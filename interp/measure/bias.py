@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..common.errors import InterpError
 from ..common.io import atomic_dir
 from ..model.forward import last_token_logprobs
 from . import metrics
+from . import prompts as P
+from .contrast import contrast as read_contrast
+from .contrast import measure_contrast
 from .prompts import PromptSet
 
 
@@ -144,11 +148,25 @@ class BiasReport:
         return cls(frame, json.loads((directory / "meta.json").read_text()))
 
 
-def bias(model, prompt_sets: PromptSet | Mapping[str, PromptSet], *,
+def bias(model, prompt_sets: PromptSet | Mapping[str, PromptSet] | None = None, *,
          candidates: metrics.Candidates | None = None, batch_size: int = 64,
-         progress: bool | None = None) -> BiasReport:
+         progress: bool | None = None, contrast=None):
     """Measure the model's pronoun bias on each prompt set: each prompt on its own slot's
-    pronouns (he/she, him/her, his/her), unless `candidates` names one set for all."""
+    pronouns (he/she, him/her, his/her), unless `candidates` names one set for all. Without
+    prompt sets: the gender contrast's train and test parts in every fitting context.
+
+    contrast: another bias axis (a built-in's name, a file or an `interp.Contrast`): its
+    train and test items are scored instead (`measure_contrast`), and the result is a
+    `ContrastReport`."""
+    if contrast is not None:
+        chosen = read_contrast(contrast)
+        if chosen != read_contrast("gender"):
+            if prompt_sets is not None or candidates is not None:
+                raise InterpError("a contrast brings its own items and groups: pass either "
+                                  "contrast= or prompt_sets/candidates, not both")
+            return measure_contrast(model, chosen, progress=progress)
+    if prompt_sets is None:
+        prompt_sets = {s: P.contexts(model, s) for s in ("train", "test")}
     if isinstance(prompt_sets, PromptSet):
         prompt_sets = {prompt_sets.name: prompt_sets}
     frames = []

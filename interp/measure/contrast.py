@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..common.errors import InterpError
-from ..common.io import atomic_write
+from ..common.io import atomic_dir, atomic_write
 
 GOALS = ("balance", "follow")
 SPLITS = ("train", "test")
@@ -439,3 +439,76 @@ def contrast(name_or_path: str | Path | Contrast = "gender") -> Contrast:
     raise ContrastError(f"unknown contrast {name!r}: use one of {', '.join(contrasts())} or a "
                         ".toml/.json file")
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring a model on a contrast
+
+
+class ContrastReport:
+    """A model's lean on a contrast: every scored item (one log-probability column per group,
+    `lean`, the likeliest group `top`) of each part, with the summary per group."""
+
+    def __init__(self, frame: pd.DataFrame, meta: dict):
+        self.frame, self.meta = frame, meta
+
+    @property
+    def contrast(self) -> Contrast:
+        return Contrast.from_dict(self.meta["contrast"], f"contrast {self.meta['name']!r}")
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.frame.copy()
+
+    def summary(self) -> pd.DataFrame:
+        """`Contrast.summary` of each part, one block of rows per part."""
+        c = self.contrast
+        return pd.concat({split: c.summary(part) for split, part in
+                          self.frame.groupby("split", sort=False)}, names=["split"])
+
+    def table(self) -> str:
+        return self.summary().to_string(float_format=lambda v: f"{v:.3f}")
+
+    def plot(self):
+        """Per group and part: the misgendering rate (follow) or the mean |lean| (balance)."""
+        import plotly.express as px
+
+        s = self.summary().reset_index()
+        key = "declared" if self.meta["goal"] == "follow" else "group"
+        y = "rate" if self.meta["goal"] == "follow" else "abs_lean"
+        label = ("share of items whose likeliest group is not the declared one"
+                 if y == "rate" else "mean |lean| (log-probability)")
+        return px.bar(s, x=key, y=y, color="split", barmode="group", labels={y: label},
+                      title=f"{self.meta['name']} on {self.meta['model']}")
+
+    def save(self, directory: str | Path) -> Path:
+        with atomic_dir(directory) as tmp:
+            self.frame.to_csv(tmp / "items.csv", index=False)
+            self.summary().to_csv(tmp / "summary.csv")
+            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=1, ensure_ascii=False))
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ContrastReport:
+        directory = Path(directory)
+        frame = pd.read_csv(directory / "items.csv", keep_default_na=False,
+                            na_values={"group": [""], "score": [""], "declared": [""]})
+        return cls(frame, json.loads((directory / "meta.json").read_text()))
+
+    def __repr__(self) -> str:
+        return (f"ContrastReport({self.meta['name']!r} on {self.meta['model']}, "
+                f"{len(self.frame)} items)")
+
+
+def measure_contrast(model, which: str | Path | Contrast = "gender", *,
+                     splits: tuple[str, ...] = SPLITS, batch_size: int = 16,
+                     progress: bool | None = None) -> ContrastReport:
+    """Score every item of `splits` of a contrast (a name, a file or a `Contrast`) on `model`."""
+    c = contrast(which)
+    c.check_vocabulary(model.tokenizer)
+    scored = c.logprobs(model, pd.concat([c.items(s) for s in splits], ignore_index=True),
+                        batch_size=batch_size, progress=progress)
+    scored["lean"] = c.lean(scored)
+    scored["top"] = np.array(c.group_names)[scored[list(c.group_names)].to_numpy().argmax(1)]
+    meta = {"name": c.name, "goal": c.goal, "model": model.name,
+            "fingerprint": model.fingerprint(), "contrast": c.to_dict()}
+    return ContrastReport(scored, meta)
