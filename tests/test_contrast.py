@@ -156,11 +156,16 @@ def test_bias_takes_a_contrast_and_its_report_saves_plots_and_reloads(tiny_llama
         interp.bias(tiny_llama, P.professions(tiny_llama, "train"), contrast="race")
 
 
-def test_the_bias_command_measures_a_contrast(tmp_path, capsys):
+def test_the_bias_command_measures_a_contrast_file(tmp_path, capsys):
     from interp.cli import run
 
-    assert run(["bias", "-m", "tiny-llama", "--contrast", "misgendering",
+    small = {"name": "declared", "goal": "follow",
+             "groups": {"he": {"nom": "he"}, "she": {"nom": "she"}, "fae": {"nom": "fae"}},
+             "subjects": [{"word": "Alex", "split": "train"}, {"word": "Quinn", "split": "test"}],
+             "contexts": [{"text": "{subject} goes by {declared.nom}. Then", "slot": "nom"}]}
+    path = contrast(_file(tmp_path, small)).save(tmp_path / "declared.toml")
+    assert run(["bias", "-m", "tiny-llama", "--contrast", str(path),
                 "--out", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
-    assert "misgendering on tiny-llama (follow)" in out and "fae" in out
+    assert "declared on tiny-llama (follow)" in out and "fae" in out
     assert (tmp_path / "m" / "items.csv").is_file() and (tmp_path / "m" / "summary.csv").is_file()
