@@ -14,7 +14,7 @@ from ..measure.bias import bias as measure_bias
 from ..measure.capability import next_token_logprobs
 from ..measure.contrast import contrast as read_contrast
 from ..measure.contrast import contrasts as list_contrasts
-from ..measure.contrast import measure_contrast
+from ..measure.contrast import is_gender, measure_contrast
 from ..measure.evaluate import comparison_table
 from ..measure.evaluate import evaluate as run_eval
 from ..measure.prompts import pick
@@ -78,7 +78,7 @@ def bias(
     check.at_least(batch_size, 1, "--batch-size")
     check.model(model)
     m = load(model)
-    if chosen != read_contrast("gender"):
+    if not is_gender(chosen):
         report = measure_contrast(m, chosen, batch_size=batch_size, progress=True)
         typer.echo(f"\n{chosen.name} on {m.name} ({chosen.goal}), per part and group:\n")
         typer.echo(report.table())

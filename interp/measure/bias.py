@@ -15,7 +15,7 @@ from ..model.forward import last_token_logprobs
 from . import metrics
 from . import prompts as P
 from .contrast import contrast as read_contrast
-from .contrast import measure_contrast
+from .contrast import is_gender, measure_contrast
 from .prompts import PromptSet
 
 
@@ -160,7 +160,7 @@ def bias(model, prompt_sets: PromptSet | Mapping[str, PromptSet] | None = None, 
     `ContrastReport`."""
     if contrast is not None:
         chosen = read_contrast(contrast)
-        if chosen != read_contrast("gender"):
+        if not is_gender(chosen):
             if prompt_sets is not None or candidates is not None:
                 raise InterpError("a contrast brings its own items and groups: pass either "
                                   "contrast= or prompt_sets/candidates, not both")

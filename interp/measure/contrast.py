@@ -31,9 +31,16 @@ import pandas as pd
 
 from ..common.errors import InterpError
 from ..common.io import atomic_dir, atomic_write
+from . import prompts as P
+from .metrics import SLOT_PRONOUNS
+from .suites.likelihood import continuation_logprobs
 
 GOALS = ("balance", "follow")
 SPLITS = ("train", "test")
+# A file's keys: those it must have and those it may have (`slots` is checked against the
+# groups' forms).
+REQUIRED = ("name", "goal", "groups", "subjects", "contexts")
+OPTIONAL = ("description", "sources", "slots")
 # Built-ins that are files in interp/data/contrasts/ (gender is built from the bundled occupation
 # prompts instead: `gender_contrast`).
 BUILTIN_DIR = "contrasts"
@@ -86,29 +93,27 @@ class Contrast:
         """A contrast from a mapping in the file format (what `to_dict` writes)."""
         if not isinstance(d, Mapping):
             raise ContrastError(f"{where}: a contrast is a table of keys, not {type(d).__name__}")
-        missing = [k for k in ("name", "goal", "groups", "subjects", "contexts") if k not in d]
+        missing = [k for k in REQUIRED if k not in d]
         if missing:
-            raise ContrastError(f"{where}: missing {', '.join(missing)}; a contrast needs name, "
-                                "goal, groups, subjects and contexts (see docs/contrasts.md)")
-        unknown = sorted(set(d) - {"name", "goal", "groups", "subjects", "contexts",
-                                   "description", "sources", "slots"})
+            raise ContrastError(f"{where}: missing {', '.join(missing)}; a contrast needs "
+                                f"{', '.join(REQUIRED)} (see docs/contrasts.md)")
+        unknown = sorted(set(d) - {*REQUIRED, *OPTIONAL})
         if unknown:
             raise ContrastError(f"{where}: unknown key(s) {', '.join(unknown)}; a contrast has "
-                                "name, goal, description, sources, slots, groups, subjects and "
-                                "contexts")
+                                f"{', '.join(REQUIRED + OPTIONAL)}")
         groups = d["groups"]
         if not isinstance(groups, Mapping):
             raise ContrastError(f"{where}: groups must be a table of group → {{slot = form}}")
         groups = {str(g): _forms(g, f, where) for g, f in groups.items()}
-        named = [tuple(f) for f in groups.values()][:1]
-        if "slots" in d and named and tuple(d["slots"]) != named[0]:
-            raise ContrastError(f"{where}: slots {list(d['slots'])} but the groups' forms are in "
-                                f"{list(named[0])}; list the slots in the groups' order")
         subjects = tuple(_subject(s, i, where) for i, s in enumerate(_rows(d, "subjects", where)))
         contexts = tuple(_context(c, i, where) for i, c in enumerate(_rows(d, "contexts", where)))
-        return cls(name=str(d["name"]), goal=str(d["goal"]), groups=groups, subjects=subjects,
+        made = cls(name=str(d["name"]), goal=str(d["goal"]), groups=groups, subjects=subjects,
                    contexts=contexts, description=str(d.get("description", "")),
                    sources=tuple(str(s) for s in d.get("sources", ())), where=where)
+        if "slots" in d and tuple(d["slots"]) != made.slots:
+            raise ContrastError(f"{where}: slots {list(d['slots'])} but the groups' forms are in "
+                                f"{list(made.slots)}; list the slots in the groups' order")
+        return made
 
     def to_dict(self) -> dict:
         return {
@@ -147,8 +152,8 @@ class Contrast:
         """Every (subject, context) of `split` (None: both), and for a declared group every
         group declared in turn: subject, group (the subject's), score, split, declared, slot,
         text. Rows are in file order."""
-        if split is not None and split not in SPLITS:
-            raise ContrastError(f"split must be 'train', 'test' or None, not {split!r}")
+        if split is not None:
+            P.check_split(split)
         rows = []
         declared = self.group_names if self.goal == "follow" else (None,)
         for s in self.subjects:
@@ -189,8 +194,6 @@ class Contrast:
                  progress: bool | None = None) -> pd.DataFrame:
         """`items` (default: the train part) with one column per group: log p(" " + the group's
         form in the item's slot | text), summed over the form's tokens."""
-        from .suites.likelihood import continuation_logprobs
-
         items = self.items("train") if items is None else items
         self.check_vocabulary(model.tokenizer)
         names = self.group_names
@@ -219,15 +222,18 @@ class Contrast:
         centred = lp - lp.mean(1, keepdims=True)
         return np.abs(centred).max(1)
 
+    def with_lean(self, scored: pd.DataFrame) -> pd.DataFrame:
+        """Scored items (`logprobs`) with their `lean` and their likeliest group `top`."""
+        top = np.array(self.group_names)[scored[list(self.group_names)].to_numpy().argmax(1)]
+        return scored.assign(lean=self.lean(scored), top=top)
+
     def summary(self, scored: pd.DataFrame) -> pd.DataFrame:
         """The lean of scored items (`logprobs`) in a table. For "follow", per declared group:
         items, the share whose likeliest group is not the declared one (the misgendering rate
         for pronouns) and the mean lean. For "balance", per subject group (all subjects when
         they have none): items, mean |lean| and, where subjects have a group, the share whose
         likeliest group is their stereotyped one."""
-        lp = scored[list(self.group_names)].to_numpy()
-        top = np.array(self.group_names)[lp.argmax(1)]
-        frame = scored.assign(lean=self.lean(scored), top=top)
+        frame = self.with_lean(scored)
         if self.goal == "follow":
             frame["missed"] = frame["top"] != frame["declared"]
             return frame.groupby("declared", sort=False).agg(
@@ -378,19 +384,20 @@ def _key(k) -> str:
     return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k, ensure_ascii=False)
 
 
-def read(path: str | Path) -> Contrast:
-    """A contrast from a TOML (.toml) or JSON file."""
-    path = Path(path).expanduser()
-    where = str(path)
+def read(path, where: str | None = None) -> Contrast:
+    """A contrast from a TOML (.toml) or JSON file: a path, or a bundled resource."""
+    if isinstance(path, (str, Path)):
+        path = Path(path).expanduser()
+    where = where or str(path)
+    toml = path.name.endswith(".toml")
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise ContrastError(f"{where}: cannot read the contrast file ({e.strerror})") from None
     try:
-        d = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+        d = tomllib.loads(raw.decode()) if toml else json.loads(raw)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        kind = "TOML" if path.suffix == ".toml" else "JSON"
-        raise ContrastError(f"{where}: not valid {kind} ({e})") from None
+        raise ContrastError(f"{where}: not valid {'TOML' if toml else 'JSON'} ({e})") from None
     return Contrast.from_dict(d, where)
 
 
@@ -398,9 +405,6 @@ def gender_contrast() -> Contrast:
     """The built-in gender contrast: he/she (him/her, his/her), balanced, on the bundled
     gender-neutral occupations (score: their stereotype score, > 0 male) in the fitting
     contexts (`prompts.TEMPLATES` and `prompts.CONTEXT_TEMPLATES`)."""
-    from . import prompts as P
-    from .metrics import SLOT_PRONOUNS
-
     groups = {g: {slot: pair[i].strip() for slot, pair in SLOT_PRONOUNS.items()}
               for i, g in enumerate(("male", "female"))}
     subjects = tuple(Subject(r.occupation, r.split, None, float(r.stereotypical))
@@ -411,6 +415,11 @@ def gender_contrast() -> Contrast:
                     description="he or she (him/her, his/her) after an occupation",
                     sources=("occupations: Bolukbasi et al. 2016 (interp/data/README.md)",),
                     where="built-in contrast 'gender'")
+
+
+def is_gender(c: Contrast) -> bool:
+    """Whether `c` is the built-in gender contrast, which the bias report measures."""
+    return c == gender_contrast()
 
 
 def _builtin_files() -> dict[str, object]:
@@ -432,13 +441,11 @@ def contrast(name_or_path: str | Path | Contrast = "gender") -> Contrast:
         return gender_contrast()
     files = _builtin_files()
     if name in files:
-        f = files[name]
-        return Contrast.from_dict(tomllib.loads(f.read_text()), f"built-in contrast {name!r}")
+        return read(files[name], f"built-in contrast {name!r}")
     if Path(name).expanduser().is_file():
         return read(name)
     raise ContrastError(f"unknown contrast {name!r}: use one of {', '.join(contrasts())} or a "
                         ".toml/.json file")
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,10 +458,7 @@ class ContrastReport:
 
     def __init__(self, frame: pd.DataFrame, meta: dict):
         self.frame, self.meta = frame, meta
-
-    @property
-    def contrast(self) -> Contrast:
-        return Contrast.from_dict(self.meta["contrast"], f"contrast {self.meta['name']!r}")
+        self.contrast = Contrast.from_dict(meta["contrast"], f"contrast {meta['name']!r}")
 
     def to_frame(self) -> pd.DataFrame:
         return self.frame.copy()
@@ -504,11 +508,9 @@ def measure_contrast(model, which: str | Path | Contrast = "gender", *,
                      progress: bool | None = None) -> ContrastReport:
     """Score every item of `splits` of a contrast (a name, a file or a `Contrast`) on `model`."""
     c = contrast(which)
-    c.check_vocabulary(model.tokenizer)
-    scored = c.logprobs(model, pd.concat([c.items(s) for s in splits], ignore_index=True),
-                        batch_size=batch_size, progress=progress)
-    scored["lean"] = c.lean(scored)
-    scored["top"] = np.array(c.group_names)[scored[list(c.group_names)].to_numpy().argmax(1)]
+    scored = c.with_lean(c.logprobs(model, pd.concat([c.items(s) for s in splits],
+                                                     ignore_index=True),
+                                    batch_size=batch_size, progress=progress))
     meta = {"name": c.name, "goal": c.goal, "model": model.name,
             "fingerprint": model.fingerprint(), "contrast": c.to_dict()}
     return ContrastReport(scored, meta)

@@ -321,12 +321,13 @@ def occupations(*, neutral_only: bool = True, single_word: bool = True, split: s
     if single_word:
         df = df[df["single_word"]]
     if split is not None:
-        _check_split(split)
+        check_split(split)
         df = df[df["split"] == split]
     return df.reset_index(drop=True)
 
 
-def _check_split(split: str) -> None:
+def check_split(split: str) -> None:
+    """Refuse a split that is not 'train' or 'test'."""
     if split not in ("train", "test"):
         raise InterpError(f"split must be 'train', 'test' or None, not {split!r}")
 
@@ -372,7 +373,7 @@ def definitional(model_or_tokenizer, *, templates: Sequence[str] = TEMPLATES,
     with resources.files("interp.data").joinpath("definitional.csv").open() as f:
         df = pd.read_csv(f)
     if split is not None:
-        _check_split(split)
+        check_split(split)
         df = df[[split_of(w, seed) == split for w in df["word"]]]
     subjects = [
         {"subject": r.word, "expected": r.gender, "definitional": 1.0 if r.gender == "male" else -1.0,
