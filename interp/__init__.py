@@ -28,6 +28,7 @@ from .common.figures import save_figure
 from .common.version import __version__
 from .export.result import ExportResult
 from .export.run import export
+from .locate.atlas import Atlas, atlas
 from .locate.result import TraceComparison, TraceResult
 from .locate.spec import TraceSpec
 from .locate.trace import trace
@@ -54,13 +55,13 @@ from .studies.stories import StoryConsistency, preference_pairs, story_consisten
 from .sweep import SweepResult, run_sweep
 
 __all__ = [
-    "EDIT_TEMPLATES", "LAST_TOKEN_TEMPLATES", "Architecture", "BiasReport", "Contrast",
+    "EDIT_TEMPLATES", "LAST_TOKEN_TEMPLATES", "Architecture", "Atlas", "BiasReport", "Contrast",
     "ContrastReport", "DemoResult", "Edit", "EditError", "EmptyPromptSetError", "EvalReport",
     "ExportResult", "FTSettings", "InterpError", "LSDMSettings", "Model", "ModelLoadError",
     "PersonaBias", "Prompt", "PromptSet", "RepresentationEdit", "RewardAudit", "Sites",
     "StoryConsistency", "SweepResult", "TemplateError", "TokenizationError", "TraceComparison",
     "TraceResult", "TraceSpec", "UnsupportedArchitectureError", "Verification", "__version__",
-    "alignez", "bias", "capability", "contrast", "contrasts", "debias", "demo", "dpo",
+    "alignez", "atlas", "bias", "capability", "contrast", "contrasts", "debias", "demo", "dpo",
     "evaluate", "export", "find_sites", "finetune", "load_model", "locate_sites", "lsdm",
     "metrics", "persona_alignez", "persona_bias", "preference_margins", "preference_pairs",
     "prompts", "reward_audit", "run_sweep", "save_figure", "story_consistency", "story_dpo",

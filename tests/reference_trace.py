@@ -84,3 +84,67 @@ def engine_cells(result):
     heads = f["head"].fillna(-1).astype(int)
     return {(int(r.prompt_id), r.kind, int(r.layer), int(r.position), int(h)): r.patched
             for r, h in zip(f.itertuples(), heads)}
+
+
+def contrast_metric(model, prompt, logits_of_group, contrast):
+    """Σ_g w_g log p(group g's form | prompt), each form scored by its own full forward."""
+    weights = contrast.trace_weights(prompt.group, prompt.declared)
+    return sum(weights[g] * logits_of_group(g) for g in contrast.group_names)
+
+
+def reference_contrast_trace(model, prompts, corruption, contrast, *, kinds, window=1, seed=0,
+                             cells=None):
+    """Like `reference_trace` with a contrast's metric: every group's form is appended to the
+    prompt and scored in a forward of its own (summed log-probabilities of its tokens)."""
+    bridge, L, tok = model.bridge, model.arch.n_layers, model.tokenizer
+    out, clean_m, corrupt_m = {}, [], []
+
+    def score(ids, P, n_form, hooks):
+        with bridge.hooks(fwd_hooks=hooks):
+            logp = bridge(ids).double().log_softmax(-1)
+        form = ids[:, P:]
+        got = logp[:, P - 1: P - 1 + n_form].gather(-1, form.unsqueeze(-1)).squeeze(-1)
+        return got.sum(-1).mean().item()
+
+    with torch.no_grad():
+        for i, p in enumerate(prompts):
+            P = len(p.input_ids)
+            forms = contrast.forms(p.slot)
+            ids_of = {g: torch.tensor([list(p.input_ids) + tok(" " + f, add_special_tokens=False)
+                                       ["input_ids"]]) for g, f in forms.items()}
+            clean_caches, corrupted = {}, {}
+            for g, ids in ids_of.items():
+                _, clean_caches[g] = bridge.run_with_cache(ids)
+                embeds = clean_caches[g]["blocks.0.hook_resid_pre"][0]
+                corrupted[g] = corruption(model, p, embeds[:P], seed).embeds
+            def first(g):
+                n = ids_of[g].shape[1] - P
+                e = torch.cat([corrupted[g], clean_caches[g]["blocks.0.hook_resid_pre"][0, P:]
+                               .expand(corrupted[g].shape[0], n, -1)], dim=1)
+                return [("blocks.0.hook_resid_pre", lambda act, hook, e=e: e.clone())]
+
+            def run(hooks_of):
+                return contrast_metric(model, p, lambda g: score(
+                    ids_of[g].repeat(corrupted[g].shape[0], 1), P, ids_of[g].shape[1] - P,
+                    first(g) + hooks_of(g)), contrast)
+
+            clean_m.append(contrast_metric(model, p, lambda g: score(
+                ids_of[g], P, ids_of[g].shape[1] - P, []), contrast))
+            corrupt_m.append(run(lambda g: []))
+            for kind in kinds:
+                heads = range(model.arch.n_heads) if kind == "head" else [None]
+                for layer in range(L):
+                    for pos in range(P):
+                        for h in heads:
+                            key = (i, kind, layer, pos, -1 if h is None else h)
+                            if cells is not None and key not in cells:
+                                continue
+                            a, b = (window_layers(layer, window, L) if kind in ("mlp", "attn")
+                                    else (layer, layer))
+
+                            def hooks_of(g, a=a, b=b, kind=kind, pos=pos, h=h):
+                                return [(HOOK[kind].format(l),
+                                         _setter(clean_caches[g][HOOK[kind].format(l)], pos, h))
+                                        for l in range(a, b + 1)]
+                            out[key] = run(hooks_of)
+    return out, clean_m, corrupt_m

@@ -5,11 +5,12 @@ that family (`interp.model.tiny`: 4 blocks, both kinds of blocks where a family 
   the residual stream (after a post-norm where there is one), the per-head output is the input
   of the attention's output projection;
 - the trace equals one hooked forward per cell (tests/reference_trace.py), every kind, heads
-  included;
+  included, on he/she and on a contrast whose forms are several tokens (misgendering);
 - the scorers behind evaluate and the studies (last-token, continuation and staged
   continuation log-probabilities) equal plain forwards of the HF model;
 - an LSDM edit of MLP and attention weights reaches its targets (through the norm in post-norm
-  families), applies and reverts bit-exactly, and saves and loads unchanged;
+  families), applies and reverts bit-exactly, and saves and loads unchanged; so does an edit
+  that follows a declared pronoun family (multi-token forms);
 - the HF and safetensors exports reload with the edited model's logits; GGUF is written where
   the family has a GGUF layout and is otherwise a one-line error naming the formats that work.
 """
@@ -17,7 +18,7 @@ that family (`interp.model.tiny`: 4 blocks, both kinds of blocks where a family 
 import numpy as np
 import pytest
 import torch
-from reference_trace import engine_cells, reference_trace
+from reference_trace import engine_cells, reference_contrast_trace, reference_trace
 
 import interp
 from interp import prompts as P
@@ -66,6 +67,23 @@ def trace_equals_reference(model):
     assert np.allclose(result.prompts["corrupt"], corrupt, atol=1e-4)
 
 
+def contrast_trace_equals_reference(model):
+    c = interp.contrast("misgendering")
+    ps = c.prompts(model, "test")
+    ps = ps.filter(lambda p: p.declared in ("xe", "she") and p.slot == "nom")[:2]
+    forms = [model.tokenizer(" " + f, add_special_tokens=False)["input_ids"]
+             for f in c.forms("nom").values()]
+    assert max(map(len, forms)) > 1, "the check needs a form of several tokens"
+    result = interp.trace(model, ps, contrast=c, kinds=KINDS, samples=2, window=2, seed=3)
+    got = engine_cells(result)
+    keys = sorted(got)
+    picked = {keys[i] for i in np.random.default_rng(0).choice(len(keys), 24, replace=False)}
+    ref, clean, _ = reference_contrast_trace(model, ps, Noise(samples=2), c, kinds=KINDS,
+                                             window=2, seed=3, cells=picked)
+    assert max(abs(got[k] - v) for k, v in ref.items()) <= 1e-4
+    assert np.allclose(result.prompts["clean"], clean, atol=1e-4)
+
+
 def scorers_equal_plain_forwards(model):
     tok = model.tokenizer
     ids = [tok(t)["input_ids"] for t in TEXTS]
@@ -109,6 +127,25 @@ def edit_reaches_targets_and_reverts(model, tmp_path):
     return edit, edited
 
 
+def contrast_edit_reaches_targets_and_reverts(model):
+    c = interp.contrast("misgendering")
+    ps = c.prompts(model, "train").filter(lambda p: p.declared in ("xe", "they"))[:6]
+    # A small change (clamp_norm), so that a post-norm family's carry-back through its norm
+    # is in its linear range: the check is that the solve makes the change asked for.
+    edit = interp.lsdm(model, ps, contrast=c, layers=[1, 2], attn_layers=[2], lam=0.1,
+                       iters=4, clamp_norm=0.05, stats_tokens=1500, strict=False,
+                       progress=False)
+    reached = edit.meta["targets_reached"]
+    assert reached["miss"] < 0.05 and abs(reached["along"] - 1) < 0.05
+    lean = edit.meta["fitted_prompts"]["lean"]
+    assert lean["after"] > lean["before"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with edit.applied(model):
+        assert not all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
 def exports_reload_with_the_edited_logits(model, edit, edited, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -137,6 +174,8 @@ def test_family_conformance(name, tmp_path):
     assert model.arch.model_type == name.removeprefix("tiny-")
     hooks_mean_what_the_engines_assume(model)
     trace_equals_reference(model)
+    contrast_trace_equals_reference(model)
+    contrast_edit_reaches_targets_and_reverts(model)
     scorers_equal_plain_forwards(model)
     edit, edited = edit_reaches_targets_and_reverts(model, tmp_path)
     exports_reload_with_the_edited_logits(model, edit, edited, tmp_path)

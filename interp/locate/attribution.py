@@ -16,6 +16,7 @@ from .spec import KINDS, WINDOWED, window_layers
 class AttributionEngine(ExactEngine):
     def run(self, inputs: Inputs, cells: Cells, chunk_prompts: int = 16):
         n = len(inputs.prompts)
+        self.use_readout(inputs)
         clean_m, corrupt_m = np.zeros(n), np.zeros(n)
         patched = np.zeros(len(cells))
         order = np.argsort([len(p.input_ids) for p in inputs.prompts], kind="stable")
@@ -27,11 +28,10 @@ class AttributionEngine(ExactEngine):
         device = self.model.device
         lengths = [len(inputs.prompts[i].input_ids) for i in chunk]
         width = max(lengths)
-        last = torch.tensor([t - 1 for t in lengths], device=device)
         names = sorted({self._hook(k, l) for k in self.kinds for l in range(self.L)})
         with torch.no_grad():
             clean0 = pad_stack([inputs.clean[i] for i in chunk], width)
-            m, clean_cache = self._run_cached(clean0, last, names)
+            m, clean_cache = self._run_cached(clean0, chunk, names)
         clean_m[chunk] = m.double().cpu().numpy()
 
         corrupt0, row_prompt_t, _ = corrupted_rows(inputs, chunk, width)
@@ -48,9 +48,7 @@ class AttributionEngine(ExactEngine):
         with torch.enable_grad(), frozen(self.model), \
                 self.model.bridge.hooks(fwd_hooks=[(n, keeper(n)) for n in names]):
             corrupt0.requires_grad_(True)
-            m = self.runner.logits_at(corrupt0, 0, last[row_prompt_t],
-                                      select=self.metric.tokens)
-            m = self.metric(m)
+            m = self.read(self.runner.final_hidden(corrupt0, 0), chunk[row_prompt])
             m.sum().backward()
         m = m.detach().double().cpu().numpy()
         for j, i in enumerate(chunk):

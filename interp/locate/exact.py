@@ -5,7 +5,7 @@ at its lowest start layer from the cached corrupted residual stream, and each ru
 the block where its patch starts (its corrupted stream is appended to the batch there), so a
 block runs for a run only from its start on, and a small grid is a few passes. Only the
 positions from the patched one on are computed (the corrupted keys/values stand in for the
-earlier ones), logits are read only at each prompt's last token, and cells before the first
+earlier ones), logits are read only where the metric reads (`readout`), and cells before the first
 corrupted position are skipped (restoring them is a no-op by causality: their effect is
 exactly 0).
 """
@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from ..model.runner import Runner, capture, kv_prefix, token_budget
 from .cells import Cells, Inputs, corrupted_rows, pad_stack
-from .spec import KINDS, WINDOWED, window_layers
+from .readout import LastToken
+from .spec import KINDS, WINDOWED, Metric, window_layers
 
 
 class ExactEngine:
@@ -30,6 +31,7 @@ class ExactEngine:
         self.model, self.kinds, self.window = model, tuple(kinds), window
         self.metric, self.batch_size, self.progress = metric, batch_size, progress
         self.runner = Runner(model)
+        self.readout = None  # how the metric is read from a run: set by `run`
         self.arch = model.arch
         self.L = model.arch.n_layers
         self.batch_tokens = token_budget(model)
@@ -41,17 +43,23 @@ class ExactEngine:
     def _hook(self, kind: str, layer: int) -> str:
         return self.arch.hook(kind, layer)
 
-    def _run_cached(self, resid0: torch.Tensor, last: torch.Tensor, names):
+    def read(self, hidden: torch.Tensor, seqs, offset: int = 0) -> torch.Tensor:
+        """The metric of each row of `hidden` (final hidden states of positions `offset` on),
+        row i being a run of traced sequence seqs[i]."""
+        return self.readout.read(self.runner, hidden, seqs, offset)
+
+    def _run_cached(self, resid0: torch.Tensor, seqs, names):
         store, hooks = capture(names)
         with self.model.bridge.hooks(fwd_hooks=hooks):
-            logits = self.runner.logits_at(resid0, 0, last, select=self.metric.tokens)
-        return self.metric(logits), store
+            hidden = self.runner.final_hidden(resid0, 0)
+        return self.read(hidden, seqs), store
 
     @torch.no_grad()
     def run(self, inputs: Inputs, cells: Cells, chunk_prompts: int = 32):
         """Per cell: the patched metric averaged over samples. Also clean and corrupted metrics
         per prompt (corrupted averaged over samples)."""
         n = len(inputs.prompts)
+        self.use_readout(inputs)
         clean_m = np.zeros(n)
         corrupt_m = np.zeros(n)
         patched = np.zeros(len(cells))
@@ -65,12 +73,19 @@ class ExactEngine:
         bar.close()
         return clean_m, corrupt_m, patched
 
+    def use_readout(self, inputs: Inputs) -> None:
+        """Read a `Metric` at each sequence's last token, unless given a readout."""
+        if isinstance(self.metric, Metric):
+            self.readout = LastToken(self.metric, np.array([len(p.input_ids)
+                                                            for p in inputs.prompts]))
+        else:
+            self.readout = self.metric
+
     def _run_chunk(self, inputs, cells, chunk, clean_m, corrupt_m, patched, bar):
         device = self.model.device
         lengths = [len(inputs.prompts[i].input_ids) for i in chunk]
         width = max(lengths)
         local = {int(g): j for j, g in enumerate(chunk)}
-        last = torch.tensor([t - 1 for t in lengths], device=device)
 
         # Clean and corrupted runs, in one forward: the clean activations to restore; per
         # prompt and sample, the corrupted residual streams (where the patched runs start) and
@@ -88,8 +103,8 @@ class ExactEngine:
         with self.model.bridge.hooks(fwd_hooks=hooks):
             hidden, kv = self.runner.final_hidden(torch.cat([clean0, corrupt0]), 0,
                                                   keep_cache=True)
-        m = self.metric(self.runner.unembed_at(hidden, torch.cat([last, last[row_prompt]]),
-                                               select=self.metric.tokens)).double().cpu()
+        m = self.read(hidden, np.concatenate([chunk, chunk[row_prompt.cpu().numpy()]])
+                      ).double().cpu()
         clean_m[chunk] = m[:nc].numpy()
         c_metric = m[nc:]
         clean_cache = {n: store[n][:nc] for n in names}
@@ -195,12 +210,10 @@ class ExactEngine:
                 hooks.append((name, _setter(r, vals, heads[r])))
             else:
                 hooks.append((name, _setter(r, clean_cache[name][prompt_local[r], pos])))
-        last = torch.tensor([lengths[int(j)] - 1 - pos for j in prompt_local], device=device)
         prefix = kv_prefix(c_kv, src_rows, pos, alive=alive) if pos > 0 else None
         with self.model.bridge.hooks(fwd_hooks=hooks):
-            logits = self.runner.logits_at(x, start, last, prefix=prefix,
-                                           select=self.metric.tokens, grows=True)
-        return self.metric(logits).double().cpu().tolist()
+            hidden = self.runner.final_hidden(x, start, prefix=prefix, grows=True)
+        return self.read(hidden, cells.prompt[cell_ids], pos).double().cpu().tolist()
 
 
 def _joiner(streams):

@@ -65,6 +65,9 @@ class TraceResult:
             "subject_start": [p.subject_span[0] for p in plist],
             "subject_end": [p.subject_span[1] for p in plist],
             "stereotypical": [p.stereotypical for p in plist],
+            **({} if "contrast" not in spec.to_dict() else {
+                "slot": [p.slot for p in plist], "group": [p.group for p in plist],
+                "declared": [p.declared for p in plist]}),
             "corrupt_text": inputs.corrupt_texts,
             "clean": clean_m,
             "corrupt": corrupt_m,

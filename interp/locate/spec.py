@@ -65,11 +65,15 @@ class TraceSpec:
     method: str = "exact"
     model: str = ""
     fingerprint: str = ""
+    contrast: dict | None = None  # the traced contrast (`Contrast.to_dict`), if any
 
     def to_dict(self) -> dict:
-        return {"kinds": list(self.kinds), "corruption": self.corruption, "metric": self.metric,
-                "window": self.window, "seed": self.seed, "method": self.method,
-                "model": self.model, "fingerprint": self.fingerprint}
+        d = {"kinds": list(self.kinds), "corruption": self.corruption, "metric": self.metric,
+             "window": self.window, "seed": self.seed, "method": self.method,
+             "model": self.model, "fingerprint": self.fingerprint}
+        if self.contrast is not None:
+            d["contrast"] = self.contrast
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TraceSpec":

@@ -169,12 +169,61 @@ class Contrast:
 
     def fill(self, text: str, subject: str, declared: str | None = None) -> str:
         """`text` with its subject and, if any, the declared group's forms."""
-        def put(m: re.Match) -> str:
+        return self.fill_spans(text, subject, declared)[0]
+
+    def fill_spans(self, text: str, subject: str,
+                   declared: str | None = None) -> tuple[str, list[tuple[str, int, int]]]:
+        """`fill`, and where each placeholder went: (key, start, end) in the filled text."""
+        out, spans, at = [], [], 0
+        for m in _PLACEHOLDER.finditer(text):
+            out.append(text[at:m.start()])
             key = m.group(1)
-            if key == "subject":
-                return subject
-            return self.groups[declared][key.partition(".")[2]]
-        return _PLACEHOLDER.sub(put, text)
+            value = subject if key == "subject" else self.groups[declared][key.partition(".")[2]]
+            start = sum(map(len, out))
+            spans.append((key, start, start + len(value)))
+            out.append(value)
+            at = m.end()
+        out.append(text[at:])
+        return "".join(out), spans
+
+    def prompts(self, model_or_tokenizer, split: str | None = "train") -> P.PromptSet:
+        """The items of `split` (`items`) as prompts to trace or fit. The traced span (the
+        prompt's `subject`) is what the continuation should not depend on, or should: the
+        subject for "balance", the declaration (first to last declared form) for "follow".
+        Each prompt carries its slot, its subject's group and score, and the declared group."""
+        tokenizer = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
+        made, dropped = [], []
+        for s in self.subjects:
+            if split is not None and s.split != split:
+                continue
+            for c in self.contexts:
+                for d in (self.group_names if self.goal == "follow" else (None,)):
+                    text, spans = self.fill_spans(c.text, s.word, d)
+                    told = [(a, b) for k, a, b in spans if k != "subject"]
+                    a, b = ((told[0][0], told[-1][1]) if told else
+                            next((a, b) for k, a, b in spans if k == "subject"))
+                    p = P.tokenize_prompt(tokenizer, text, text[a:b], subject_start=a,
+                                          split=s.split, slot=c.slot, group=s.group,
+                                          declared=d, stereotypical=s.score)
+                    (made if isinstance(p, P.Prompt) else dropped).append(p)
+        return P.PromptSet(made, name=f"{self.name} {split or 'all'}", dropped=dropped)
+
+    def trace_weights(self, group: str | None = None,
+                      declared: str | None = None) -> dict[str, float]:
+        """A trace's metric on one item, as weights on the groups' log-probabilities (a linear
+        lean, so effects add over the groups): with two balanced groups log p(second) −
+        log p(first), as `lean`; otherwise log p(own) minus the mean of the other groups', where
+        own is the declared group ("follow") or the subject's stereotyped group ("balance")."""
+        names = self.group_names
+        if self.goal == "balance" and len(names) == 2:
+            return {names[0]: -1.0, names[1]: 1.0}
+        own = declared if self.goal == "follow" else group
+        if own not in names:
+            need = "the declared group" if self.goal == "follow" else "its subject's group"
+            raise ContrastError(f"contrast {self.name!r}: an item needs {need} (one of "
+                                f"{', '.join(names)}) to be traced, not {own!r}")
+        rest = -1.0 / (len(names) - 1)
+        return {g: 1.0 if g == own else rest for g in names}
 
     # -- scoring --------------------------------------------------------------------------------
 
@@ -207,10 +256,12 @@ class Contrast:
         return out
 
     def lean(self, scored: pd.DataFrame) -> np.ndarray:
-        """Per item: for "balance", with two groups log p(second) − log p(first), with more each
-        item's largest departure of a group's log-probability from the groups' mean; for "follow",
-        the declared group's log-probability minus the log of the others' total (> 0: the
-        declared group is the likelier)."""
+        """Per item: for "balance", with two groups log p(second) − log p(first), with more the
+        subject's stereotyped group's log-probability minus the mean of the others' (> 0: leans
+        to the stereotype; the linear lean a trace and an edit use, `trace_weights`), or where
+        the subject has no group the largest departure of a group's log-probability from the
+        groups' mean; for "follow", the declared group's log-probability minus the log of the
+        others' total (> 0: the declared group is the likeliest)."""
         lp = scored[list(self.group_names)].to_numpy()
         if self.goal == "follow":
             idx = np.array([self.group_names.index(d) for d in scored["declared"]])
@@ -219,8 +270,13 @@ class Contrast:
             return own - np.logaddexp.reduce(others, axis=1)
         if lp.shape[1] == 2:
             return lp[:, 1] - lp[:, 0]
-        centred = lp - lp.mean(1, keepdims=True)
-        return np.abs(centred).max(1)
+        groups = scored["group"] if "group" in scored else pd.Series([None] * len(lp))
+        out = np.abs(lp - lp.mean(1, keepdims=True)).max(1)
+        for i, g in enumerate(groups):
+            if isinstance(g, str):
+                w = self.trace_weights(g)
+                out[i] = sum(w[name] * lp[i, j] for j, name in enumerate(self.group_names))
+        return out
 
     def with_lean(self, scored: pd.DataFrame) -> pd.DataFrame:
         """Scored items (`logprobs`) with their `lean` and their likeliest group `top`."""

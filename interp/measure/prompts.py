@@ -83,6 +83,8 @@ class Prompt:
     split: str | None = None
     corrupt_text: str | None = None
     slot: str = "subject"  # the pronoun the next token is: subject (he/she), object, possessive
+    group: str | None = None  # a contrast's group the subject is stereotyped with
+    declared: str | None = None  # a contrast's group declared earlier in the text
 
     @property
     def last(self) -> int:
@@ -167,7 +169,7 @@ class PromptSet(Sequence):
     def save_jsonl(self, path: str | Path) -> None:
         """Write text, subject and metadata (not token ids: they belong to one tokenizer)."""
         keep = ("text", "subject", "template", "stereotypical", "definitional", "expected",
-                "split", "corrupt_text", "slot")
+                "split", "corrupt_text", "slot", "group", "declared")
         with atomic_write(path) as f:
             for p in self.prompts:
                 row = {k: getattr(p, k) for k in keep if getattr(p, k) is not None
@@ -246,7 +248,7 @@ def from_records(model_or_tokenizer, records: Iterable[dict], *, name: str = "pr
     """Prompts from dicts with `text` and `subject` (and optional metadata, e.g. `corrupt_text`)."""
     tokenizer = _tokenizer(model_or_tokenizer)
     allowed = {"template", "stereotypical", "definitional", "expected", "split", "corrupt_text",
-               "slot"}
+               "slot", "group", "declared"}
     prompts, dropped = [], []
     for n, r in enumerate(records, 1):
         if "text" not in r or "subject" not in r:

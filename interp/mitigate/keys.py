@@ -33,6 +33,8 @@ class Versions:
     context: list[int] = field(default_factory=list)  # 0: the bare prompt, i: behind prefix i
     slots: list[str] = field(default_factory=list)  # each version's pronoun slot (subject, ...)
     templates: list = field(default_factory=list)  # each version's prompt template (or None)
+    groups: list = field(default_factory=list)  # each version's subject group (contrasts)
+    declared: list = field(default_factory=list)  # each version's declared group (contrasts)
 
 
 def generated_prefixes(model, n: int, length: int, seed: int) -> list[str]:
@@ -61,6 +63,7 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str], site: str = "su
     check_site(site)
     index = {s: i for i, s in enumerate(prompts.subjects())}
     ids, last, owner, context, names, slots, templates = [], [], [], [], [], [], []
+    groups, declared = [], []
     for p in prompts:
         start = _subject_start(p)
         for c, prefix in enumerate(["", *prefixes]):
@@ -80,8 +83,10 @@ def versions(model, prompts: PromptSet, prefixes: Sequence[str], site: str = "su
             context.append(c)
             slots.append(p.slot)
             templates.append(p.template)
+            groups.append(p.group)
+            declared.append(p.declared)
     return Versions(ids, last, owner, list(prefixes), names or list(index), context, slots,
-                    templates)
+                    templates, groups, declared)
 
 
 def _subject_start(p) -> int:

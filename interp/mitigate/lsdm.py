@@ -28,10 +28,13 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from ..common.errors import TemplateError
+from ..measure.contrast import contrast as contrast_of
+from ..measure.contrast import is_gender
 from ..measure.prompts import TEMPLATES, PromptSet, check_template, definitional
 from ..model.forward import last_token_logprobs
 from .edit import Edit, EditError, forward_order
 from .keys import SubjectReader, Versions, check_site, generated_prefixes, versions
+from .lean import ContrastLean, contrast_logprobs, lean_measures
 from .norms import pre_norm_change
 from .settings import Settings
 from .sites import find_sites
@@ -133,7 +136,9 @@ class LSDMSettings(Settings):
     iters, clamp_norm, tol: the target optimisation (`optimise_targets`). strength: how much of
     each occupation's own part of the balancing change to ask for (1: all of it; more reaches
     further into unseen occupations and costs definitional gender: `stronger`). stats_tokens:
-    tokens of neutral text behind the key statistics."""
+    tokens of neutral text behind the key statistics. follow_margin: for a contrast whose goal
+    is "follow", the declared group's log-odds against the others that the targets ask for at
+    least (`interp.mitigate.lean`)."""
 
     lam: float = 3000.0
     site: str = "last"
@@ -145,6 +150,7 @@ class LSDMSettings(Settings):
     tol: float = 0.1
     strength: float = 1.0
     stats_tokens: int = 20000
+    follow_margin: float = 1.0
     label: ClassVar[str] = "LSDM setting"
 
     @property
@@ -260,11 +266,16 @@ def restore(model, backup: dict) -> None:
             model.arch.edit_weight(model.bridge, component, layer).copy_(saved)
 
 
-def measure_fitted(model, prompts: PromptSet) -> tuple[list[int], dict]:
+def measure_fitted(model, prompts: PromptSet, contrast=None) -> tuple[list[int], dict]:
     """Phase 5: the fitted prompts' bias as the model now sees them (call it with the updates
     applied), on up to `MEASURED` of them evenly spaced (a forward over thousands of prompts
-    would be a fifth of the fit). Returns (the measured prompts' indices, `pronoun_bias`)."""
+    would be a fifth of the fit). Returns (the measured prompts' indices, `pronoun_bias`, or
+    for a contrast `lean_measures`)."""
     measured = _evenly(len(prompts), MEASURED)
+    if contrast is not None:
+        chosen = [prompts[i] for i in measured]
+        return measured, lean_measures(contrast, contrast_logprobs(model, contrast, chosen),
+                                       chosen)
     ids, columns = pronoun_columns(model, [prompts[i].slot for i in measured])
     lp = last_token_logprobs(model, [prompts[i].input_ids for i in measured], select=ids,
                              progress=False)
@@ -284,7 +295,7 @@ def reach(fitted: Fitted) -> dict:
             "miss_max": float(miss.max())}
 
 
-def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
+def lsdm(model, prompts: PromptSet | None = None, *, contrast=None, layers: Sequence[int] | None = None,
          attn_layers: Sequence[int] | None = None, preserve: PromptSet | str | None = "auto",
          corpus=None, seed: int = 0, strict: bool = True, progress: bool | None = None,
          settings: LSDMSettings | None = None, **changes) -> Edit:
@@ -307,14 +318,31 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
     neutral text topped up with the model's own samples).
 
     The fit runs as its phases, each a function of this module: `fit_versions` (prefixes and
-    keys' tokens), `statistics`, `optimise_targets`, `solve`, `measure_fitted`."""
+    keys' tokens), `statistics`, `optimise_targets`, `solve`, `measure_fitted`.
+
+    contrast: another bias than he/she (a `Contrast`, a built-in's name or a file): the targets
+    balance its groups or follow the declared one (`interp.mitigate.lean.ContrastLean`), the
+    sites come from a trace of its lean, prompts default to its train prompts and "auto"
+    preserves nothing. The gender contrast is the default he/she edit."""
     s = (settings or LSDMSettings()).with_(**changes)
+    contrast = None if contrast is None else contrast_of(contrast)
+    if contrast is not None and is_gender(contrast):
+        contrast = None
+    if prompts is None:
+        if contrast is None:
+            raise EditError("nothing to fit: pass prompts (e.g. interp.prompts.contexts(model)) "
+                            "or contrast= (its train prompts are fitted)")
+        prompts = contrast.prompts(model, "train")
     prompts.require_nonempty()
     check_site(s.site)  # before a trace, which would take minutes
+    if contrast is not None:
+        contrast.check_vocabulary(model.tokenizer)
+        preserve = None if isinstance(preserve, str) and preserve == "auto" else preserve
     preserve = preserved_prompts(model, preserve, s.site, prompts)
     why = "given"
     if layers is None:
-        found, _ = find_sites(model, prompts, s.site, seed=seed, progress=progress)
+        found, _ = find_sites(model, prompts, s.site, seed=seed, progress=progress,
+                              contrast=contrast)
         layers, why = found.mlp, found.why
         attn_layers = found.attn if attn_layers is None else attn_layers
     layers = sorted(set(int(l) for l in layers))
@@ -332,24 +360,33 @@ def lsdm(model, prompts: PromptSet, *, layers: Sequence[int] | None = None,
     clock.lap("prefixes")
     C = statistics(model, layers, attn_layers, s, corpus=corpus, seed=seed, progress=progress)
     clock.lap("statistics")
+    objective = (None if contrast is None else
+                 ContrastLean(model, v, sites[-1][1], contrast, s.follow_margin))
     targets, target_report = optimise_targets(model, v, sites[-1][1], iters=s.iters,
                                               clamp_norm=s.clamp_norm, tol=s.tol,
-                                              strict=strict, progress=progress)
+                                              strict=strict, progress=progress,
+                                              objective=objective)
     clock.lap("targets")
+    unedited = target_report.pop("bare_unedited")
+    if contrast is not None:
+        before = measure_fitted(model, prompts, contrast)[1]
     backup: dict = {}
     try:
         fitted = solve(model, sites, v, preserved, targets, C, s, backup)
         clock.lap("solve")
-        measured, after = measure_fitted(model, prompts)
+        measured, after = measure_fitted(model, prompts, contrast)
         clock.lap("measure")
     finally:
         restore(model, backup)
-    # the fitted prompts' bias before came free with the targets' unedited run
-    before = pronoun_bias(target_report.pop("bare_unedited")[measured])
+    if contrast is None:
+        # the fitted prompts' bias before came free with the targets' unedited run
+        before = pronoun_bias(unedited[measured])
     meta = {
         "method": "lsdm", "fingerprint": fingerprint, "model": model.name, "layers": layers,
         "attn_layers": attn_layers, "sites_chosen": why, "lam": s.lam, "site": s.site,
         "strength": s.strength,
+        **({} if contrast is None else {"contrast": contrast.name,
+                                        "follow_margin": s.follow_margin}),
         "seed": seed, "n_prefixes": s.prefixes,
         "prefixes": prefixes, "n_prompts": len(prompts),
         "preserve": None if preserve is None else {

@@ -57,19 +57,22 @@ def locate_sites(located, site: str = "last") -> Sites:
 
 
 def trace_for_sites(model, prompts: PromptSet, site: str = "last", *, seed: int = 0,
-                    progress: bool | None = None):
-    """The trace `locate_sites` reads: `SITE_PROMPTS` of `prompts` whose pronoun is the
-    subject's (a seeded sample), noise on the subject, MLP (and, for a last-token edit,
-    attention) cells."""
+                    progress: bool | None = None, contrast=None):
+    """The trace `locate_sites` reads: `SITE_PROMPTS` of `prompts` (a seeded sample; of those
+    whose pronoun is the subject's, for he/she), noise on the subject (a contrast's traced
+    span), MLP (and, for a last-token edit, attention) cells; the metric is the contrast's
+    lean when one is given."""
     check_site(site)
     kinds = ("mlp", "attn") if site == "last" else ("mlp",)
-    return trace(model, pick(prompts.of_slot("subject"), SITE_PROMPTS, seed), kinds=kinds,
+    pool = prompts.of_slot("subject") if contrast is None else prompts
+    return trace(model, pick(pool, SITE_PROMPTS, seed), contrast=contrast, kinds=kinds,
                  samples=SITE_SAMPLES, seed=seed, progress=progress)
 
 
 def find_sites(model, prompts: PromptSet, site: str = "last", *, seed: int = 0,
-               progress: bool | None = None) -> tuple[Sites, object]:
+               progress: bool | None = None, contrast=None) -> tuple[Sites, object]:
     """Trace `prompts` (`trace_for_sites`) and read the sites (`locate_sites`); returns the
     sites and the trace, which `verify` can re-run on the edited model."""
-    located = trace_for_sites(model, prompts, site, seed=seed, progress=progress)
+    located = trace_for_sites(model, prompts, site, seed=seed, progress=progress,
+                              contrast=contrast)
     return locate_sites(located, site), located

@@ -64,22 +64,28 @@ class Downstream:
                 self.at_subject[g] = start[:, 0].float()
                 self.chunks.append((p, g, start[:, : width - p], prefix))
 
-    def logits(self, row_delta: torch.Tensor, select=None):
-        """Yields (version indices, next-token logits at their last token) per chunk, with
-        row_delta[i] added to version i's stream at its subject-last token."""
+    def hidden(self, row_delta: torch.Tensor):
+        """Yields (version indices, their edited token's position p, final hidden states of
+        positions p on) per chunk, with row_delta[i] added to version i's stream at position p."""
         for p, g, seg, prefix in self.chunks:
             x = seg.clone()
             x[:, 0] = x[:, 0] + row_delta[g]
             pre = None if prefix is None else copy_cache(prefix)
-            yield g, self.runner.logits_at(x, self.layer + 1, self.lengths[g] - 1 - p,
-                                           prefix=pre, select=select)
+            yield g, p, self.runner.final_hidden(x, self.layer + 1, prefix=pre)
+
+    def logits(self, row_delta: torch.Tensor, select=None):
+        """Yields (version indices, next-token logits at their last token) per chunk, with
+        row_delta[i] added to version i's stream at its subject-last token."""
+        for g, p, hidden in self.hidden(row_delta):
+            yield g, self.runner.unembed_at(hidden, self.lengths[g] - 1 - p, select=select)
 
 
 def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping: float = 1e-2,
                      clamp_norm: float = 1.5, tol: float = 0.1, strict: bool = True,
-                     progress: bool | None = None):
+                     progress: bool | None = None, objective=None):
     """Per edit subject, δ added to the residual stream after block `layer` at the subject's last
-    token (in every version) so that log p(she) − log p(he) → 0 in all of its versions.
+    token (in every version) so that log p(she) − log p(he) → 0 in all of its versions (or, with
+    an `objective` such as `interp.mitigate.lean.ContrastLean`, its residual per version).
 
     Gauss–Newton (Levenberg–Marquardt) on the log-odds: each iteration takes the Jacobian of
     every version's log-odds with respect to its subject's δ (one forward and one backward) and
@@ -91,12 +97,11 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     versions is under tol.
 
     Returns (targets h + δ (n, d_model) float64, report dict)."""
-    odds = PairLogOdds(model, v, layer)
-    down, dev, owner = odds.down, model.device, odds.down.owner
+    odds = PairLogOdds(model, v, layer) if objective is None else objective
+    dev, owner, at_subject = model.device, odds.owner, odds.at_subject
     n = int(owner.max()) + 1
     counts = torch.bincount(owner, minlength=n).unsqueeze(1)
-    h0 = torch.zeros((n, down.at_subject.shape[-1]), device=dev).index_add_(
-        0, owner, down.at_subject)
+    h0 = torch.zeros((n, at_subject.shape[-1]), device=dev).index_add_(0, owner, at_subject)
     h0 = h0 / counts
     bound = clamp_norm * h0.norm(dim=-1, keepdim=True)
     members = [(owner == s).nonzero().squeeze(1) for s in range(n)]
@@ -131,15 +136,16 @@ def optimise_targets(model, v: Versions, layer: int, *, iters: int = 6, damping:
     per_subject = torch.zeros(n, device=dev).index_add_(0, owner, gaps.abs()) / counts.squeeze(1)
     bare = torch.tensor(v.context, device=dev) == 0
     kls, unedited = odds.compare(delta[owner])
+    key = odds.key
     report = {"bare_unedited": unedited[bare],
-              "abs_logodds_before": history[0], "abs_logodds_after": float(gaps.abs().mean()),
+              f"{key}_before": history[0], f"{key}_after": float(gaps.abs().mean()),
               "history": history,
-              "worst_subject_abs_logodds": float(per_subject.max()),
+              f"worst_subject_{key}": float(per_subject.max()),
               "kl_after": float(kls.mean()), "iterations": taken,
               "delta_norm_ratio": float((delta.norm(dim=-1) / h0.norm(dim=-1)).mean())}
-    if report["abs_logodds_after"] > tol:
-        message = (f"the target optimisation did not converge: mean |log p(she) − log p(he)| is "
-                   f"{report['abs_logodds_after']:.3f} after {taken} iterations (tolerance "
+    if report[f"{key}_after"] > tol:
+        message = (f"the target optimisation did not converge: mean {odds.describe} is "
+                   f"{report[f'{key}_after']:.3f} after {taken} iterations (tolerance "
                    f"{tol}). Give it more iterations, loosen clamp_norm, or raise tol.")
         if strict:
             raise EditError(message)
@@ -153,10 +159,13 @@ class PairLogOdds:
     """Every version's log-odds of its slot's pronoun pair (female over male) with a change δ
     added at its subject-last token after block `layer` (`Downstream`)."""
 
+    key, describe = "abs_logodds", "|log p(she) − log p(he)|"
+
     def __init__(self, model, v: Versions, layer: int):
         pair, columns = pronoun_columns(model, v.slots or ["subject"] * len(v.ids))
         self.pair, self.columns = pair, columns.to(model.device)
         self.down, self.n, self.device = Downstream(model, v, layer), len(v.ids), model.device
+        self.owner, self.at_subject = self.down.owner, self.down.at_subject
 
     def forward(self, row_delta: torch.Tensor, backward: bool) -> torch.Tensor:
         """Every version's log-odds; with backward, also their gradients (chunk by chunk, see

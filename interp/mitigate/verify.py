@@ -99,11 +99,13 @@ class Verification:
 def prompts_of(model, trace_result: TraceResult):
     """The traced prompts, rebuilt from the result's own table (same order, same subjects)."""
 
-    cols = [c for c in ("text", "subject", "stereotypical") if c in trace_result.prompts]
+    cols = [c for c in ("text", "subject", "stereotypical", "slot", "group", "declared")
+            if c in trace_result.prompts]
     records = trace_result.prompts[cols].to_dict("records")
     for r in records:
-        if r.get("stereotypical") is None or pd.isna(r.get("stereotypical")):
-            r.pop("stereotypical", None)
+        for key in cols[2:]:
+            if r.get(key) is None or (not isinstance(r[key], str) and pd.isna(r[key])):
+                r.pop(key, None)
     return from_records(model, records, name="traced")
 
 

@@ -120,6 +120,15 @@ class Runner:
         hidden = self.final_hidden(resid, start, prefix=prefix, grows=grows)
         return self.unembed_at(hidden, positions, select=select)
 
+    def logits_of(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The logit of token ids[i] at hidden state hidden[i] (n,), without the rest of the
+        vocabulary: soft-capped where the family caps its logits."""
+        head = self.lm_head
+        out = (hidden * head.weight[ids]).sum(-1)
+        if getattr(head, "bias", None) is not None:
+            out = out + head.bias[ids]
+        return self._cap(out).float()
+
     def unembed_at(self, hidden: torch.Tensor, positions: torch.Tensor, *,
                    select=None) -> torch.Tensor:
         rows = torch.arange(hidden.shape[0], device=hidden.device)

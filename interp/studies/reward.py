@@ -219,6 +219,9 @@ def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, ed
     if queries is not None:
         for who, rate in (("policy", pol_rate), ("reference", ref_rate)):
             put_mean(summary, f"misgendering_rate_{who}", rate.misgendered, **boot)
+            for group in ("tgnb", "binary"):
+                put_mean(summary, f"misgendering_rate_{who}_{group}",
+                         rate.misgendered[rate.group == group], **boot)
     meta = {"suite": "reward_audit", "policy": policy.name, "reference": reference.name,
             "policy_fingerprint": policy_fingerprint,
             "reference_fingerprint": reference.fingerprint(),

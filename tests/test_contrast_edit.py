@@ -1,0 +1,61 @@
+"""Editing for a contrast: the targets balance its groups or follow the declared one, the edit
+reaches them, the fitted prompts move, and the gender contrast is the he/she edit itself."""
+
+import numpy as np
+import pytest
+import torch
+
+import interp
+from interp.locate.atlas import Atlas
+from interp.measure import prompts as P
+from interp.measure.contrast import contrast
+
+FIT = dict(layers=[1, 2], attn_layers=[2], lam=0.1, iters=4, stats_tokens=1500, strict=False,
+           progress=False)
+
+
+def test_an_edit_follows_the_declared_group(tiny_llama):
+    c = contrast("misgendering")
+    ps = c.prompts(tiny_llama, "train").filter(lambda p: p.declared in ("xe", "they", "he"))[:9]
+    edit = interp.lsdm(tiny_llama, ps, contrast=c, clamp_norm=0.05, **FIT)
+    assert edit.meta["contrast"] == "misgendering"
+    reached = edit.meta["targets_reached"]
+    assert reached["miss"] < 0.05 and abs(reached["along"] - 1) < 0.05
+    lean = edit.meta["fitted_prompts"]["lean"]
+    assert lean["after"] > lean["before"]
+    assert edit.meta["targets"]["abs_residual_after"] < edit.meta["targets"][
+        "abs_residual_before"]
+
+
+def test_an_edit_balances_a_contrasts_groups(tiny_llama):
+    edit = interp.lsdm(tiny_llama, contrast="religion", tol=0.005, **FIT)
+    assert edit.meta["n_prompts"] == len(contrast("religion").prompts(tiny_llama, "train"))
+    moved = edit.meta["fitted_prompts"]["abs_lean"]
+    assert moved["after"] < 0.5 * moved["before"]
+
+
+def test_the_gender_contrast_is_the_he_she_edit(tiny_llama):
+    ps = P.from_templates(tiny_llama, ["The {} said that"], ["nurse", "carpenter", "teacher"])
+    plain = interp.lsdm(tiny_llama, ps, preserve=None, **FIT)
+    gender = interp.lsdm(tiny_llama, ps, contrast="gender", preserve=None, **FIT)
+    assert "contrast" not in gender.meta
+    for mine, theirs in ((plain.updates, gender.updates), (plain.attn, gender.attn)):
+        assert mine.keys() == theirs.keys()
+        for layer, (u, v) in mine.items():
+            assert torch.equal(u, theirs[layer][0]) and torch.equal(v, theirs[layer][1])
+
+
+def test_an_atlas_traces_each_contrast_with_one_spec(tiny_llama, tmp_path):
+    a = interp.atlas(tiny_llama, ["gender", "religion"], prompts=3, samples=1)
+    assert list(a.traces) == ["gender", "religion"]
+    s = a.summary()
+    assert {"mlp_peak_layer", "attn_share_top_third"} <= set(s.columns)
+    assert (s["prompts"] == 3).all()
+    frame = a.to_frame()
+    assert set(frame["contrast"]) == {"gender", "religion"} and set(frame["kind"]) == {"mlp",
+                                                                                      "attn"}
+    assert len(a.plot().data) == 4
+    again = Atlas.load(a.save(tmp_path / "atlas"))
+    assert np.allclose(again.summary().to_numpy(float), s.to_numpy(float))
+    with pytest.raises(interp.InterpError, match="unknown contrast"):
+        interp.atlas(tiny_llama, ["astrology"])
