@@ -7,8 +7,8 @@ published data the fit never saw.
     python benchmarks/contrast_loop.py --model gemma-3-270m --contrast misgendering
 
 1. Locate: the contrast's trace (`interp.find_sites`: 40 train prompts, noise on the traced span,
-   MLP and attention cells) gives the edit's sites; the atlas's summary reads where the effects
-   sit (bottom-third share of the MLP effect at the span's last token, top-third share of the
+   MLP and attention cells) gives the edit's sites; the atlas's summary of the same trace reads
+   where the effects sit (bottom-third share of the MLP effect at the span's last token, top-third share of the
    attention effect at the last token: the LSDM paper's pattern).
 2. Edit: LSDM with the contrast (`interp.lsdm(model, contrast=...)`), fitted on the contrast's
    train prompts only (our own contexts filled with the published group terms).
@@ -92,9 +92,7 @@ def main():
                                        progress=False)
     record["sites"] = {"mlp": sites.mlp, "attn": sites.attn}
     record["trace_s"] = round(time.perf_counter() - t0, 1)
-    full = interp.trace(model, interp.prompts.pick(c.prompts(model, "train"), 24, 0),
-                        contrast=c, kinds=("mlp", "attn"), samples=3)
-    at = Atlas({c.name: full}, {"model": model.name})
+    at = Atlas({c.name: located}, {"model": model.name})
     record["localisation"] = at.summary().iloc[0].to_dict()
     record["localisation"]["mlp_share_top_third_at_span"] = third_share(
         at.profile(c.name, "mlp"), "top")

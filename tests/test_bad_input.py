@@ -38,6 +38,13 @@ CASES = [
     ("trace --kinds mlpp", "mlpp"),
     ("trace --corruption blur", "blur"),
     ("trace --window 99", "--window"),
+    ("trace --contrast relgion", "relgion"),
+    ("trace --contrast religion --metric gap", "--metric gap and --contrast"),
+    ("trace --contrast religion --prompts {d}/missing.jsonl", "missing.jsonl"),
+    ("atlas --contrasts gender,relgion", "relgion"),
+    ("atlas --prompts 0", "--prompts"),
+    ("edit --contrast {d}/malformed.toml", "malformed.toml"),
+    ("debias --contrast religion --recipe ft", "does not take a contrast"),
     ("trace --samples 0", "--samples"),
     ("trace --bogus", "--bogus"),
     ("evaluate --edit {d}/garbage.safetensors", "garbage.safetensors"),
@@ -95,7 +102,7 @@ CASES = [
     ("demo --trace-prompts 0", "--trace-prompts"),
 ]
 
-COMMANDS = {"info", "bias", "contrasts", "trace", "evaluate", "audit", "stories", "dpo", "persona", "alignez",
+COMMANDS = {"info", "bias", "contrasts", "trace", "atlas", "evaluate", "audit", "stories", "dpo", "persona", "alignez",
             "corpus", "edit", "debias", "export", "sweep", "demo"}
 
 

@@ -59,3 +59,23 @@ def test_an_atlas_traces_each_contrast_with_one_spec(tiny_llama, tmp_path):
     assert np.allclose(again.summary().to_numpy(float), s.to_numpy(float))
     with pytest.raises(interp.InterpError, match="unknown contrast"):
         interp.atlas(tiny_llama, ["astrology"])
+
+
+def test_a_gender_edit_can_keep_what_follows_a_declared_pronoun(tiny_llama):
+    from interp.mitigate.lean import contrast_logprobs
+    from interp.mitigate.lsdm import declared_prompts
+
+    c = contrast("misgendering")
+    kept = declared_prompts(tiny_llama)
+    assert {p.declared for p in kept} == {"he", "she"} and {p.split for p in kept} == {"train"}
+    held = kept[::7]  # the constraint's own prompts: on a random model nothing carries over
+    ps = P.from_templates(tiny_llama, ["The {} said that", "The {} smiled because"],
+                          ["nurse", "carpenter", "teacher", "pilot"])
+    before = contrast_logprobs(tiny_llama, c, held)
+    moved = {}
+    for keep in (False, True):
+        edit = interp.lsdm(tiny_llama, ps, keep_declared=keep, **{**FIT, "tol": 0.001})
+        assert (edit.meta["preserve"]["n_prompts"] > len(kept)) == keep
+        with edit.applied(tiny_llama):
+            moved[keep] = np.abs(contrast_logprobs(tiny_llama, c, held) - before).mean()
+    assert moved[True] < moved[False]

@@ -286,10 +286,33 @@ def test_the_in_repo_tiny_config_runs(tiny_llama, tmp_path):
     ({"edit.heldout_tokens": 1}, r"edit.heldout_tokens must be a token count >= 2"),
     ({"trace": None, "edit": None}, r"nothing to run"),
     ({"prompts": {}}, r"no prompt sets"),
+    ({"trace.contrast": "astrology"}, r"trace.contrast: unknown contrast 'astrology'"),
+    ({"trace.contrast": "religion", "trace.metric": "gap"}, r"a contrast sets the metric"),
+    ({"prompts.train": {"source": "contrast"}}, r"\[prompts.train\] contrast must be a built-in"),
+    ({"prompts.train.contrast": "race"}, r"contrast applies only to source = \"contrast\""),
 ])
 def test_config_errors_name_the_key_and_what_it_expects(changes, message):
     with pytest.raises(SweepConfigError, match=message):
         read_config(config(**changes))
+
+
+def test_a_contrast_sweep_traces_its_lean_and_measures_its_edit(tiny_llama, tmp_path):
+    cfg = {"model": "tiny-llama",
+           "prompts": {"rel": {"source": "contrast", "contrast": "religion", "limit": 6},
+                       "held": {"source": "contrast", "contrast": "religion", "split": "test",
+                                "limit": 6}},
+           "trace": {"prompts": ["rel"], "kinds": [["mlp"]], "samples": 1,
+                     "contrast": "religion"},
+           "edit": {"prompts": "rel", "eval": ["held"], "layers": [[1, 2]], "lam": [0.1],
+                    "contrast": "religion", "tol": 0.001, "stats_tokens": 1500,
+                    "suites": ["facts"]}}
+    f = run_sweep(cfg, tmp_path / "out", model=tiny_llama, progress=False).frame
+    trace = f[f.type == "trace"].iloc[0]
+    assert trace["contrast"] == "religion" and trace["status"] == "done"
+    edit = f[f.type == "edit"].iloc[0]
+    assert edit["status"] == "done" and edit["held_abs_lean_after"] != edit[
+        "held_abs_lean_before"]
+    assert "held_abs_logodds_before" not in f.columns
 
 
 def test_file_errors_are_clear(tmp_path):

@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 from .. import command_inputs as check
 from ..common.errors import InputError, InterpError
 from ..measure import prompts as P
+from ..measure.contrast import contrast as read_contrast
 from ..mitigate.edit import Edit
 from ..model.load import load_model
 
@@ -50,6 +51,33 @@ WorkersOpt = typer.Option(None, "--workers", min=1, help="Ray workers (default: 
 
 def prompts_option(default: str, help: str):
     return typer.Option(default, "--prompts", "-p", help=help)
+
+
+ContrastOpt = typer.Option(None, "--contrast", help="Another bias axis than he/she: a built-in "
+                           "(interp contrasts) or a .toml/.json contrast file; --prompts then "
+                           "names its part (train, test, all) or a JSONL file.")
+
+
+def contrast_option(name: Optional[str], prompts: str, option: str = "--prompts"):
+    """The contrast a --contrast names (None: he/she), read before any model loads, with its
+    --prompts checked: a part of the contrast (train, test, all) or a JSONL file."""
+    if name is None:
+        return None
+    chosen = read_contrast(name)
+    if prompts not in CONTRAST_PARTS:
+        check.file(Path(prompts), f"{option} file")
+    return chosen
+
+
+CONTRAST_PARTS = ("train", "test", "all")
+
+
+def contrast_prompts(model, chosen, prompts: str):
+    """A contrast's prompts: its part (train, test, all) or a JSONL file's records (with
+    slot, group and declared where the contrast needs them)."""
+    if prompts in CONTRAST_PARTS:
+        return chosen.prompts(model, None if prompts == "all" else prompts)
+    return P.from_jsonl(model, prompts)
 
 
 def default_of(function, name: str):

@@ -20,9 +20,9 @@ from ..mitigate.lsdm import LSDMSettings, lsdm
 from ..mitigate.recipes import RECIPES
 from ..mitigate.sites import find_sites
 from ..mitigate.verify import verify_edit
-from .common import (ModelOpt, RayAddressOpt, RayOpt, TemplatesOpt, WorkersOpt, app,
-                     check_prompt_options, fail, given, load, load_options, matching,
-                     one_prompt_set, prompts_option, ray_options)
+from .common import (ContrastOpt, ModelOpt, RayAddressOpt, RayOpt, TemplatesOpt, WorkersOpt, app,
+                     check_prompt_options, contrast_option, contrast_prompts, fail, given, load,
+                     load_options, matching, one_prompt_set, prompts_option, ray_options)
 
 
 @app.command()
@@ -50,11 +50,14 @@ def edit(
                                            "subject)."),
     out: Path = typer.Option(Path("runs/edit"), help="Output directory."),
     verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
+    contrast: Optional[str] = ContrastOpt,
 ):
     """Fit an LSDM edit (a closed-form update of the located MLP, and optionally attention,
     weights) and save it."""
 
-    check_prompt_options(prompts, templates, one=True)
+    chosen_contrast = contrast_option(contrast, prompts)
+    if chosen_contrast is None:
+        check_prompt_options(prompts, templates, one=True)
     if preserve:
         check_prompt_options(preserve, templates, one=True, option="--preserve")
     check_site(site)
@@ -66,17 +69,20 @@ def edit(
     chosen = check.layers(layers, arch, "--layers")
     attn = check.layers(attn_layers, arch, "--attn-layers")
     m = load(model)
-    ps = one_prompt_set(m, prompts, templates)
+    ps = (one_prompt_set(m, prompts, templates) if chosen_contrast is None else
+          contrast_prompts(m, chosen_contrast, prompts))
     kw = {"preserve": one_prompt_set(m, preserve, templates)} if preserve else {}
     located = None
     if chosen is None:
         typer.echo("tracing the edit prompts to locate the edit's sites ...", err=True)
-        sites, located = find_sites(m, ps, site, seed=seed, progress=True)
+        sites, located = find_sites(m, ps, site, seed=seed, progress=True,
+                                    contrast=chosen_contrast)
         chosen, attn = sites.mlp, sites.attn if attn is None else attn
         typer.echo(f"edit sites: MLP {chosen}, attention {attn}: {sites.why}", err=True)
     typer.echo(f"fitting LSDM on {len(ps)} prompts, MLP layers {chosen}, attention "
                f"{attn or []}, site {site} ...", err=True)
-    e = lsdm(m, ps, layers=chosen, attn_layers=attn or [], seed=seed, progress=True, **kw,
+    e = lsdm(m, ps, contrast=chosen_contrast, layers=chosen, attn_layers=attn or [], seed=seed,
+             progress=True, **kw,
              **given(lam=lam, n_prefixes=prefixes), site=site, preserve_weight=preserve_weight)
     out.mkdir(parents=True, exist_ok=True)
     e.save(out / "edit.safetensors")
@@ -84,13 +90,13 @@ def edit(
     typer.echo(f"targets: {e.meta['targets']}")
     typer.echo(f"wrote {out / 'edit.safetensors'}")
     if verify:
-        verified(m, e, ps, out, located=located, seed=seed)
+        verified(m, e, ps, out, located=located, seed=seed, contrast=chosen_contrast)
 
 
-def verified(m, e, prompts, out: Path, *, located=None, seed: int = 0) -> None:
+def verified(m, e, prompts, out: Path, *, located=None, seed: int = 0, contrast=None) -> None:
     """--verify: re-trace (`verify_edit`) and evaluate before/after, save the verification and
     its figure under `out`, print the table."""
-    v = verify_edit(m, e, prompts, located=located, seed=seed, progress=True)
+    v = verify_edit(m, e, prompts, located=located, seed=seed, progress=True, contrast=contrast)
     v.save(out / "verification")
     save_figure(v.plot(), out / "verification" / "trace_difference")
     typer.echo("")
@@ -110,6 +116,7 @@ def debias_cmd(
     seed: int = typer.Option(0, help="Seed of the fit (and of --verify's trace)."),
     out: Path = typer.Option(Path("runs/debias"), help="Output directory."),
     verify: bool = typer.Option(False, "--verify", help="Re-trace and evaluate before/after."),
+    contrast: Optional[str] = ContrastOpt,
 ):
     """Debias with the recipe validated for this model (benchmarks/mitigations.py chose it on
     a validation part of held-out sentences; interp/data/validated.csv) and say which it ran
@@ -118,16 +125,21 @@ def debias_cmd(
     check.at_least(steps, 1, "--steps")
     if lr is not None:
         check.positive(lr, "--lr")
+    chosen = contrast_option(contrast, "train")
+    if chosen is not None and recipe not in ("auto", "lsdm"):
+        fail(f"--recipe {recipe} does not take a contrast yet: use --recipe lsdm (or auto)")
     check.model(model)
     m = load(model)
-    e = run_debias(m, recipe, seed=seed, progress=True, **given(steps=steps, lr=lr))
+    e = run_debias(m, recipe, contrast=chosen, seed=seed, progress=True,
+                   **given(steps=steps, lr=lr))
     typer.echo(f"ran {e.meta['chosen']}")
     out.mkdir(parents=True, exist_ok=True)
     e.save(out / "edit.safetensors")
     typer.echo(repr(e))
     typer.echo(f"wrote {out / 'edit.safetensors'}")
     if verify:
-        verified(m, e, P.professions(m, "train"), out, seed=seed)
+        verified(m, e, P.professions(m, "train") if chosen is None else
+                 chosen.prompts(m, "train"), out, seed=seed, contrast=chosen)
 
 
 @app.command("export")

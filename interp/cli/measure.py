@@ -1,4 +1,4 @@
-"""Commands that measure: info, bias, contrasts, trace, evaluate."""
+"""Commands that measure: info, bias, contrasts, trace, atlas, evaluate."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from .. import command_inputs as check
 from ..common.figures import save_figure
+from ..locate.atlas import atlas as run_atlas
 from ..locate.trace import trace as run_trace
 from ..measure.bias import bias as measure_bias
 from ..measure.capability import next_token_logprobs
@@ -19,7 +20,8 @@ from ..measure.evaluate import comparison_table
 from ..measure.evaluate import evaluate as run_eval
 from ..measure.prompts import pick
 from ..model.upstream import version_report
-from .common import (ModelOpt, TemplatesOpt, app, check_prompt_options, fail, load, matching,
+from .common import (ContrastOpt, ModelOpt, TemplatesOpt, app, check_prompt_options,
+                     contrast_option, contrast_prompts, default_of, fail, load, matching,
                      one_prompt_set, prompt_sets, prompts_option)
 
 
@@ -122,13 +124,19 @@ def trace(
     batch_size: Optional[int] = typer.Option(
         None, help="Patched runs per forward pass at most (default: as many as fit memory)."),
     out: Path = typer.Option(Path("runs/trace"), help="Output directory."),
+    contrast: Optional[str] = ContrastOpt,
 ):
     """Causal tracing: restore each site's clean activation into the corrupted run."""
 
     from ..locate.spec import KINDS, METHODS
     from ..sweep.config import CORRUPTIONS, METRICS
 
-    check_prompt_options(prompts, templates, one=True)
+    chosen = contrast_option(contrast, prompts)
+    if chosen is not None and metric != "logodds":
+        fail(f"--metric {metric} and --contrast: a contrast sets the metric (its lean); "
+             "pass one of them")
+    if chosen is None:
+        check_prompt_options(prompts, templates, one=True)
     check.choices(kinds, KINDS, "--kinds")
     check.choice(corruption, CORRUPTIONS, "--corruption")
     check.choice(metric, METRICS, "--metric")
@@ -140,9 +148,11 @@ def trace(
     if window > arch.n_layers:
         fail(f"--window {window} is wider than the model ({arch.n_layers} layers)")
     m = load(model)
-    ps = pick(one_prompt_set(m, prompts, templates), limit, seed)
+    ps = pick(one_prompt_set(m, prompts, templates) if chosen is None else
+              contrast_prompts(m, chosen, prompts), limit, seed)
     typer.echo(f"tracing {len(ps)} prompts of {ps.name!r} on {m.name} ...", err=True)
-    result = run_trace(m, ps, kinds=[k.strip() for k in kinds.split(",") if k.strip()],
+    result = run_trace(m, ps, contrast=chosen,
+                       kinds=[k.strip() for k in kinds.split(",") if k.strip()],
                        corruption=corruption, metric=metric, window=window, samples=samples,
                        swap_words=[w.strip() for w in swap_words.split(",") if w.strip()],
                        seed=seed, method=method, batch_size=batch_size, progress=True)
@@ -155,6 +165,36 @@ def trace(
     if "mlp" in result.spec["kinds"]:
         typer.echo(f"\nsuggested MLP layers to edit: {result.suggest_layers('mlp')}")
     typer.echo(f"\nwrote {out}/ (cells.csv, prompts.json, spec.json, "
+               f"{', '.join(p.name for p in written)})")
+
+
+@app.command()
+def atlas(
+    model: Optional[str] = ModelOpt,
+    contrasts: Optional[str] = typer.Option(None, help="Comma list of built-in contrasts or "
+                                            "contrast files (default: every built-in)."),
+    prompts: int = typer.Option(default_of(run_atlas, "prompts"),
+                                help="Train prompts traced per contrast (a seeded sample)."),
+    samples: int = typer.Option(default_of(run_atlas, "samples"), help="Noise samples per "
+                                                                         "prompt."),
+    seed: int = typer.Option(0, help="Noise and sampling seed."),
+    out: Path = typer.Option(Path("runs/atlas"), help="Output directory."),
+):
+    """A bias atlas: trace every contrast on one model with one spec and draw them side by
+    side (MLP and attention effects by layer and token group)."""
+
+    names = [c.strip() for c in (contrasts or "").split(",") if c.strip()] or None
+    chosen = [read_contrast(n) for n in names] if names else None
+    check.at_least(prompts, 1, "--prompts")
+    check.at_least(samples, 1, "--samples")
+    check.model(model)
+    m = load(model)
+    result = run_atlas(m, chosen, prompts=prompts, samples=samples, seed=seed, progress=True)
+    result.save(out)
+    written = save_figure(result.plot(), out / "atlas")
+    typer.echo(repr(result))
+    typer.echo(result.table())
+    typer.echo(f"\nwrote {out}/ (a trace per contrast, atlas.json, "
                f"{', '.join(p.name for p in written)})")
 
 

@@ -21,8 +21,12 @@ from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 
+from ..common.errors import InterpError
 from ..common.io import atomic_path
+from ..measure.contrast import contrast as contrast_of
+from ..measure.contrast import is_gender
 from .edit import Edit
+from .lsdm import lsdm
 from .recipes import RECIPES, check_recipe, fit_recipe, traced_sites
 from .sites import Sites
 
@@ -193,14 +197,32 @@ def recipe_sites(model, records: str | Path | None = None, *, seed: int = 0,
     return traced_sites(model, seed=seed, progress=progress)
 
 
-def debias(model, recipe: str = "auto", *, seed: int = 0, records: str | Path | None = None,
-           progress: bool | None = None, **changes) -> Edit:
+def debias(model, recipe: str = "auto", *, contrast=None, seed: int = 0,
+           records: str | Path | None = None, progress: bool | None = None,
+           **changes) -> Edit:
     """Fit the recipe validated for `model` (recipe="auto") or the one named (see
     `interp.mitigate.recipes.RECIPES`), on the train occupations, at the sites `recipe_sites`
     gives (the ones validated with the model's recorded recipe, else traced); the model is left as it was. changes: settings of the recipe's method (steps=...,
     lr=... for FT and CDA). The returned `Edit` says what ran and why: `meta["recipe"]`,
     `meta["recipe_does"]`, `meta["chosen"]` and `meta["sites_chosen"]`. records: another
-    validated.csv to look the model up in."""
+    validated.csv to look the model up in.
+
+    contrast: another bias than he/she (a `Contrast`, a built-in's name or a file). Recipes are
+    validated on gender only (validated.csv), so for another contrast "auto" runs LSDM on the
+    contrast's train prompts at the sites a trace of its lean chooses, and says so; the other
+    recipes do not take a contrast yet."""
+    contrast = None if contrast is None else contrast_of(contrast)
+    if contrast is not None and not is_gender(contrast):
+        if recipe not in ("auto", "lsdm"):
+            raise InterpError(f"recipe {recipe!r} does not take a contrast yet; use 'lsdm' (or "
+                              f"'auto') for the contrast {contrast.name!r}")
+        edit = lsdm(model, contrast=contrast, seed=seed, progress=progress, **changes)
+        edit.meta["recipe"] = "lsdm"
+        edit.meta["recipe_does"] = RECIPES["lsdm"].does
+        edit.meta["chosen"] = (f"lsdm: recipes are validated on the gender contrast only, so for "
+                               f"{contrast.name!r} the least-squares edit at the sites a trace of "
+                               f"its lean chooses ({edit.meta['sites_chosen']})")
+        return edit
     choice, how = lookup(model, records)
     if recipe == "auto":
         if choice is None:

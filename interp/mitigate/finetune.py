@@ -35,7 +35,7 @@ from ..model.forward import batches
 from ..model.runner import Runner, pad_ids
 from ..model.tokens import windows
 from .edit import Edit, EditError, forward_order
-from .settings import Settings
+from .settings import KEEP_DECLARED, Settings
 from .stats import neutral_text
 from .targets import pronoun_columns
 
@@ -46,13 +46,16 @@ OBJECTIVES = ("balance", "cda")
 class FTSettings(Settings):
     """FT's and CDA's settings, each default defined here once; `finetune(..., name=value)`
     overrides one. steps and lr: Adam's; batch_size: fitting prompts per step;
-    kl_weight: the KL penalty on the neutral text; preserve_weight: on the preserved prompts."""
+    kl_weight: the KL penalty on the neutral text; preserve_weight: on the preserved prompts.
+    keep_declared: a recipe's kept prompts include the he/she-declared ones
+    (`interp.mitigate.lsdm.declared_prompts`)."""
 
     steps: int = 150
     lr: float = 1e-4
     batch_size: int = 64
     kl_weight: float = 1.0
     preserve_weight: float = 1.0
+    keep_declared: bool = KEEP_DECLARED
     label: ClassVar[str] = "fine-tuning setting"
 
 

@@ -36,7 +36,7 @@ from .edit import Edit, EditError, forward_order
 from .keys import SubjectReader, Versions, check_site, generated_prefixes, versions
 from .lean import ContrastLean, contrast_logprobs, lean_measures
 from .norms import pre_norm_change
-from .settings import Settings
+from .settings import KEEP_DECLARED, Settings
 from .sites import find_sites
 from .solve import solve_update
 from .stats import key_second_moments
@@ -53,19 +53,36 @@ EDIT_TEMPLATES = ("The {} said that", "After the meeting, the {} said that",
 LAST_TOKEN_TEMPLATES = TEMPLATES
 
 
-def preserved_prompts(model, preserve, site: str, prompts: PromptSet | None = None):
+def preserved_prompts(model, preserve, site: str, prompts: PromptSet | None = None,
+                      keep_declared: bool = False):
     """`preserve` as a prompt set: "auto" is the train-split definitional words ("The king said
     that") for a last-token edit, whose keys they share, in the fitted prompts' templates (each
-    with its pronoun slot); nothing for the paper's subject edit."""
+    with its pronoun slot), and with `keep_declared` the `declared_prompts` too; nothing for
+    the paper's subject edit."""
     if isinstance(preserve, str):
         if preserve != "auto":
             raise EditError(f"preserve must be a PromptSet, None or 'auto', not {preserve!r}")
         if site != "last":
             return None
         slots = {p.template: p.slot for p in prompts or () if _is_template(p.template)}
-        return definitional(model, split="train", templates=list(slots) or TEMPLATES,
+        defs = definitional(model, split="train", templates=list(slots) or TEMPLATES,
                             slots=slots)
+        if not keep_declared:
+            return defs
+        return PromptSet([*defs, *declared_prompts(model)], name="definitional+declared")
     return preserve
+
+
+# The pronoun families a gender edit keeps for a person who declared them.
+KEPT_DECLARED = ("he", "she")
+
+
+def declared_prompts(model) -> PromptSet:
+    """The train prompts of the `misgendering` contrast that declare he or she ("Alex's
+    pronouns are she/her. Alex came home late, and"): a gender edit must not change what the
+    model predicts after them (a person's declared pronoun is not a stereotype to balance)."""
+    return contrast_of("misgendering").prompts(model, "train").filter(
+        lambda p: p.declared in KEPT_DECLARED)
 
 
 def _is_template(text: str | None) -> bool:
@@ -138,7 +155,8 @@ class LSDMSettings(Settings):
     further into unseen occupations and costs definitional gender: `stronger`). stats_tokens:
     tokens of neutral text behind the key statistics. follow_margin: for a contrast whose goal
     is "follow", the declared group's log-odds against the others that the targets ask for at
-    least (`interp.mitigate.lean`)."""
+    least (`interp.mitigate.lean`). keep_declared: with preserve="auto", also keep the
+    prediction after a person who declared he or she (`declared_prompts`)."""
 
     lam: float = 3000.0
     site: str = "last"
@@ -151,6 +169,7 @@ class LSDMSettings(Settings):
     strength: float = 1.0
     stats_tokens: int = 20000
     follow_margin: float = 1.0
+    keep_declared: bool = KEEP_DECLARED
     label: ClassVar[str] = "LSDM setting"
 
     @property
@@ -338,7 +357,7 @@ def lsdm(model, prompts: PromptSet | None = None, *, contrast=None, layers: Sequ
     if contrast is not None:
         contrast.check_vocabulary(model.tokenizer)
         preserve = None if isinstance(preserve, str) and preserve == "auto" else preserve
-    preserve = preserved_prompts(model, preserve, s.site, prompts)
+    preserve = preserved_prompts(model, preserve, s.site, prompts, s.keep_declared)
     why = "given"
     if layers is None:
         found, _ = find_sites(model, prompts, s.site, seed=seed, progress=progress,

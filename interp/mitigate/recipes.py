@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..measure import prompts as P
 from .edit import Edit, EditError
 from .finetune import FTSettings, finetune
-from .lsdm import EDIT_TEMPLATES, LSDMSettings, lsdm, preserved_prompts
+from .lsdm import EDIT_TEMPLATES, LSDMSettings, declared_prompts, lsdm, preserved_prompts
 from .sites import SUBJECT_WIDTH, Sites, find_sites
 
 
@@ -42,11 +42,15 @@ class Recipe:
         templates = EDIT_TEMPLATES if self.prompts == "paper" else P.TEMPLATES
         return P.professions(model, "train", templates=templates)
 
-    def kept(self, model, fitted: P.PromptSet):
+    def kept(self, model, fitted: P.PromptSet, keep_declared: bool = False):
+        """The prompts whose prediction the recipe keeps, with the he/she-declared ones
+        (`declared_prompts`) where `keep_declared`."""
         if self.keep == "templates":
-            return P.definitional(model, split="train")
+            defs = P.definitional(model, split="train")
+            return (P.PromptSet([*defs, *declared_prompts(model)], name="definitional+declared")
+                    if keep_declared else defs)
         if self.keep == "contexts":  # as lsdm's preserve="auto" keeps them
-            return preserved_prompts(model, "auto", "last", fitted)
+            return preserved_prompts(model, "auto", "last", fitted, keep_declared)
         return None
 
 
@@ -104,7 +108,7 @@ def fit_recipe(model, name: str, *, sites: Sites | None = None, seed: int = 0,
         return lsdm(model, fitted, layers=list(range(min(SUBJECT_WIDTH, model.arch.n_layers))),
                     seed=seed, progress=progress, settings=settings)
     sites = sites or traced_sites(model, seed=seed, progress=progress)
-    keep = recipe.kept(model, fitted)
+    keep = recipe.kept(model, fitted, settings.keep_declared)
     if recipe.method == "lsdm":
         edit = lsdm(model, fitted, layers=sites.mlp, attn_layers=sites.attn, preserve=keep,
                     seed=seed, progress=progress, settings=settings)

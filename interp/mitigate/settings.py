@@ -7,6 +7,11 @@ from typing import ClassVar
 
 from .edit import EditError
 
+# Whether an edit keeps, by default, what the model predicts after a person who declared he or
+# she (`interp.mitigate.lsdm.declared_prompts`), as it keeps the definitional words: one
+# default for every method's settings.
+KEEP_DECLARED = False
+
 
 class Settings:
     """Base of a method's frozen settings dataclass (`LSDMSettings`, `FTSettings`): each

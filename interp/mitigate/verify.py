@@ -130,11 +130,12 @@ def verify(model, edit, trace_result: TraceResult, *, suites: Sequence[str] = DE
 
 
 def verify_edit(model, edit, prompts, *, located: TraceResult | None = None, seed: int = 0,
-                progress: bool | None = None, **kw) -> Verification:
+                progress: bool | None = None, contrast=None, **kw) -> Verification:
     """`verify` against `located`, or, where no trace was made, the trace that chooses an
-    edit's sites (`interp.mitigate.sites.trace_for_sites`) of `prompts` at the edit's site:
-    what `interp edit --verify` and `interp debias --verify` run. kw: `verify`'s."""
+    edit's sites (`interp.mitigate.sites.trace_for_sites`) of `prompts` at the edit's site
+    (on `contrast`'s lean where one is given): what `interp edit --verify` and
+    `interp debias --verify` run. kw: `verify`'s."""
     if located is None:
         located = trace_for_sites(model, prompts, edit.meta.get("site", "last"), seed=seed,
-                                  progress=progress)
+                                  progress=progress, contrast=contrast)
     return verify(model, edit, located, seed=seed, progress=progress, **kw)

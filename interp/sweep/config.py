@@ -14,6 +14,7 @@ from ..common.errors import InterpError
 from ..common.io import atomic_write
 from ..locate.spec import KINDS, METHODS
 from ..measure import prompts as P
+from ..measure.contrast import contrast as read_contrast
 from ..mitigate.lsdm import LSDMSettings, lsdm
 from ..model.load import BUNDLED_NAME
 from .checks import (
@@ -33,7 +34,7 @@ CORRUPTIONS = ("noise", "swap")
 
 METRICS = ("logodds", "gap", "abs_gap", "p_male", "p_female")
 
-SOURCES = ("professions", "definitional", "jsonl")
+SOURCES = ("professions", "definitional", "jsonl", "contrast")
 
 SPLITS = ("train", "test", "all")
 
@@ -43,10 +44,10 @@ BUNDLED_ALIASES = ("bundled", "smollm2-135m-instruct")
 
 TOP_KEYS = {"model", "out", "seed", "prompts", "trace", "edit"}
 
-PROMPT_KEYS = {"source", "split", "templates", "subjects", "limit", "path"}
+PROMPT_KEYS = {"source", "split", "templates", "subjects", "limit", "path", "contrast"}
 
 TRACE_KEYS = {"prompts", "corruptions", "kinds", "windows", "samples", "metric", "method",
-              "swap_words"}
+              "swap_words", "contrast"}
 
 EDIT_KEYS = {"prompts", "eval", "layers", "lam", "suites", "definitional", "heldout_tokens"}
 
@@ -146,19 +147,28 @@ def _prompt_spec(name: str, spec) -> dict:
     source = one_of(optional_key(spec, "source", str, f"{where} source", "a string",
                                  default="professions"), SOURCES, f"{where} source")
     out: dict = {"source": source}
-    if source == "professions":
+    if source in ("professions", "contrast"):
         out["split"] = one_of(optional_key(spec, "split", str, f"{where} split", "a string",
                                            default="train"), SPLITS, f"{where} split")
     elif "split" in spec:
         raise SweepConfigError(f"sweep config: {where} split applies only to source = "
-                               f"\"professions\", not {source!r}")
+                               f"\"professions\" or \"contrast\", not {source!r}")
+    if source == "contrast":
+        for key in ("templates", "path"):
+            if key in spec:
+                raise SweepConfigError(f"sweep config: {where} {key} does not apply to a "
+                                       "contrast's prompts (its contexts are the templates)")
+        out["contrast"] = _contrast_name(spec.get("contrast"), f"{where} contrast")
+    elif "contrast" in spec:
+        raise SweepConfigError(f"sweep config: {where} contrast applies only to source = "
+                               f"\"contrast\", not {source!r}")
     if source == "jsonl":
         for key in ("templates",):
             if key in spec:
                 raise SweepConfigError(f"sweep config: {where} {key} does not apply to a JSONL "
                                        "file (its lines are the prompts)")
         out.update(_jsonl_source(spec, where))
-    else:
+    elif source != "contrast":
         out["templates"] = _templates(spec.get("templates"), where, P)
     for key in ("subjects", "limit"):
         value = optional_key(spec, key, int, f"{where} {key}", "a positive integer")
@@ -167,6 +177,18 @@ def _prompt_spec(name: str, spec) -> dict:
                 raise bad_value(f"{where} {key}", "a positive integer", value)
             out[key] = value
     return out
+
+
+def _contrast_name(value, where: str) -> str:
+    """A built-in contrast's name or a contrast file, read now (a bad file is refused before
+    any cell runs)."""
+    if not isinstance(value, str) or not value:
+        raise bad_value(where, "a built-in contrast's name or a contrast file", value)
+    try:
+        read_contrast(value)
+    except InterpError as e:
+        raise SweepConfigError(f"sweep config: {where}: {e}") from None
+    return value
 
 
 def _templates(value, where: str, P) -> list[str]:
@@ -227,9 +249,15 @@ def _trace_section(table: dict, prompts: dict) -> dict:
     if words is not None and not (isinstance(words, list) and words
                                   and all(isinstance(w, str) for w in words)):
         raise bad_value("trace.swap_words", "a non-empty list of words", words)
+    contrast = table.get("contrast")
+    if contrast is not None:
+        contrast = _contrast_name(contrast, "trace.contrast")
+        if table.get("metric", "logodds") != "logodds":
+            raise SweepConfigError("sweep config: trace.metric and trace.contrast: a contrast "
+                                   "sets the metric (its lean); give one of them")
     return {
         "prompts": sets, "corruptions": corruptions, "kinds": kinds, "windows": windows,
-        "samples": samples, "swap_words": words,
+        "samples": samples, "swap_words": words, "contrast": contrast,
         "metric": one_of(optional_key(table, "metric", str, "trace.metric", "a string",
                                       default="logodds"), METRICS, "trace.metric"),
         "method": one_of(optional_key(table, "method", str, "trace.method", "a string",

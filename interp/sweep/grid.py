@@ -30,7 +30,8 @@ class Cell:
         if self.kind == "trace":
             return {"prompts": p["prompts"], "corruption": p["corruption"],
                     "kinds": ",".join(p["kinds"]), "window": p["window"],
-                    "samples": p.get("samples"), "metric": p["metric"], "method": p["method"]}
+                    "samples": p.get("samples"), "metric": p["metric"], "method": p["method"],
+                    **({"contrast": p["contrast"]} if "contrast" in p else {})}
         return {"prompts": p["prompts"], "layers": ",".join(map(str, p["layers"])),
                 "lam": p["lam"]}
 
@@ -57,6 +58,8 @@ def grid(config, model_name: str | None = None) -> list[Cell]:
                 params["samples"] = t["samples"]
             elif t["swap_words"]:
                 params["swap_words"] = t["swap_words"]
+            if t.get("contrast"):  # only when given: the he/she cells keep their ids
+                params["contrast"] = t["contrast"]
             cells.append(Cell("trace", params))
     if cfg.edit:
         e = cfg.edit
@@ -72,10 +75,13 @@ def grid(config, model_name: str | None = None) -> list[Cell]:
 def edit_evaluation(cfg: SweepConfig) -> dict:
     """What an edit is measured on: part of edit cells' identity and of the baseline's."""
     e = cfg.edit
-    return {"eval": {n: cfg.prompts[n] for n in e["eval"]}, "suites": e["suites"],
-            "definitional": (None if e["definitional"] is None
-                             else cfg.prompts[e["definitional"]]),
-            "heldout_tokens": e["heldout_tokens"]}
+    out = {"eval": {n: cfg.prompts[n] for n in e["eval"]}, "suites": e["suites"],
+           "definitional": (None if e["definitional"] is None
+                            else cfg.prompts[e["definitional"]]),
+           "heldout_tokens": e["heldout_tokens"]}
+    if e["options"].get("contrast"):  # measured on its lean too; he/she sweeps keep their ids
+        out["contrast"] = e["options"]["contrast"]
+    return out
 
 
 def read_done(out: Path, cell: Cell) -> dict | None:

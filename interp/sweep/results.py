@@ -89,7 +89,8 @@ def _table_text(frame: pd.DataFrame, columns: list[str]) -> str:
 def _trace_summary(f: pd.DataFrame) -> list[str]:
     if f.empty:
         return []
-    columns = ["cell", "prompts", "corruption", "kinds", "window", "samples", "top_kind",
+    columns = ["cell", "prompts", "contrast", "corruption", "kinds", "window", "samples",
+               "top_kind",
                "top_layer", "top_token_group", "top_effect", "mlp_peak_layer",
                "mlp_peak_effect", "attn_peak_layer", "attn_peak_effect"]
     return ["\nTraces (peaks: MLP at the last subject token, attention at the last token):",

@@ -22,7 +22,10 @@ from ..locate.corruption import Swap
 from ..measure import capability as C
 from ..measure import prompts as P
 from ..measure.bias import bias as measure_bias
+from ..measure.contrast import contrast as read_contrast
+from ..measure.contrast import is_gender
 from ..mitigate import lsdm as fitting  # (looked up at each call)
+from ..mitigate.lean import contrast_logprobs, lean_measures
 from ..model.load import BUNDLED_NAME, load_model
 from ..model.probe import probe
 from .checks import SweepConfigError, is_kind
@@ -160,7 +163,7 @@ class SweepRun:
         result = tracing.trace(self.model, ps, kinds=p["kinds"], corruption=p["corruption"],
                                metric=p["metric"], window=p["window"], samples=p.get("samples"),
                                swap_words=p.get("swap_words"), seed=p["seed"],
-                               method=p["method"], progress=False)
+                               method=p["method"], contrast=p.get("contrast"), progress=False)
         result.save(directory / "trace")
         return {**trace_metrics(result), "n_prompts": len(ps), "n_skipped": skipped}
 
@@ -178,7 +181,8 @@ class SweepRun:
         edit.save(directory / "edit.safetensors")
         with edit.applied(self.model):
             report, caps, after = self.evaluate(with_kl=True)
-        report.save(directory / "bias")
+        if report is not None:
+            report.save(directory / "bias")
         caps.save(directory / "capability")
         targets = {f"target_{k}": v for k, v in edit.meta.get("targets", {}).items()
                    if is_kind(v, float)}
@@ -188,13 +192,21 @@ class SweepRun:
         """The bias report on the eval sets, the capability report, and their headline numbers."""
 
         e = self.cfg.edit
-        report = measure_bias(self.model, {n: self.prompts(n) for n in e["eval"]},
-                              progress=False)
-        numbers = {}
-        summary = report.summary(seed=self.cfg.seed)
-        for name in e["eval"]:
-            numbers[f"{name}_abs_gap"] = float(summary.loc[name, "abs_gap"])
-            numbers[f"{name}_abs_logodds"] = float(summary.loc[name, "abs_logodds"])
+        contrast = e["options"].get("contrast")
+        contrast = read_contrast(contrast) if contrast else None
+        numbers, report = {}, None
+        if contrast is None or is_gender(contrast):
+            report = measure_bias(self.model, {n: self.prompts(n) for n in e["eval"]},
+                                  progress=False)
+            summary = report.summary(seed=self.cfg.seed)
+            for name in e["eval"]:
+                numbers[f"{name}_abs_gap"] = float(summary.loc[name, "abs_gap"])
+                numbers[f"{name}_abs_logodds"] = float(summary.loc[name, "abs_logodds"])
+        else:  # another bias: its lean on each evaluated set (`lean_measures`)
+            for name in e["eval"]:
+                ps = self.prompts(name)
+                lean = lean_measures(contrast, contrast_logprobs(self.model, contrast, ps), ps)
+                numbers.update({f"{name}_{k}": v for k, v in lean.items()})
         suites = [s for s in e["suites"] if s not in ("definitional", "kl")]
         results = list(C.capability(self.model, suites, text=self.heldout(),
                                     seed=self.cfg.seed).results.values())
@@ -242,7 +254,8 @@ class SweepRun:
         except (OSError, ValueError, KeyError):
             pass
         report, caps, numbers = self.evaluate(with_kl=False)
-        report.save(self.out / "baseline" / "bias")
+        if report is not None:
+            report.save(self.out / "baseline" / "bias")
         caps.save(self.out / "baseline" / "capability")
         with atomic_write(path) as f:
             json.dump(_plain({"key": key, "model": self.model.name,
@@ -273,9 +286,13 @@ def build_prompt_set(model, name: str, spec: dict, seed: int):
     """The prompt set a [prompts.NAME] spec describes, for this model (`P.named` resolves its
     source, as the command line resolves a set's name)."""
 
-    names = {"professions": spec.get("split"), "definitional": "definitional",
-             "jsonl": spec.get("path")}
-    ps = P.named(model, names[spec["source"]], templates=spec.get("templates"))
+    if spec["source"] == "contrast":
+        split = spec.get("split")
+        ps = read_contrast(spec["contrast"]).prompts(model, None if split == "all" else split)
+    else:
+        names = {"professions": spec.get("split"), "definitional": "definitional",
+                 "jsonl": spec.get("path")}
+        ps = P.named(model, names[spec["source"]], templates=spec.get("templates"))
     ps.name = name
     if "subjects" in spec:
         ps = _some_subjects(ps, spec["subjects"], seed)
@@ -343,6 +360,6 @@ def compare(before: dict, after: dict) -> dict:
             continue
         b = before.get(name)
         out[f"{name}_before"], out[f"{name}_after"] = b, value
-        if name.endswith(("_abs_gap", "_abs_logodds")) and b:
+        if name.endswith(("_abs_gap", "_abs_logodds", "_abs_lean")) and b:
             out[f"{name}_change"] = (value - b) / b
     return out

@@ -1,0 +1,62 @@
+"""Does the gender edit keep a declared pronoun? The validated gender edit (`interp.debias`)
+with and without the declared-pronoun constraint (`keep_declared`: the misgendering contrast's
+he/she-declared train prompts preserved, as the definitional words are), measured on what the
+fit never saw:
+
+- the likelihood misgendering rate and the implicit-reward audit on the TANGO-layout items
+  (interp/data/misgendering.csv: none of the fitted or preserved sentences), he/she-declared
+  (binary) and they/xe/ey/fae-declared (TGNB) apart;
+- the gender measures the recipe was chosen on: the test occupations' |log-odds| and the share
+  following the stereotype, definitional accuracy, facts, perplexity.
+
+    python benchmarks/keep_declared.py [--model gemma-3-270m]
+Writes benchmarks/results/keep-declared-<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import interp  # noqa: E402
+from interp.common.io import atomic_write  # noqa: E402
+from interp.measure.capability import next_token_logprobs  # noqa: E402
+
+SUITES = ("occupations", "definitional", "facts", "perplexity")
+
+
+def values(report) -> dict:
+    return {f"{r.suite}:{r.metric}": float(r.value) for r in report.frame.itertuples()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="default: the bundled SmolLM2")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args()
+    model = interp.load_model(args.model) if args.model else interp.load_model()
+    record: dict = {"model": model.name, "unedited": values(interp.evaluate(model, SUITES))}
+    reference = next_token_logprobs(model)
+    for keep in (False, True):
+        t = time.perf_counter()
+        edit = interp.debias(model, keep_declared=keep)
+        fit_s = time.perf_counter() - t
+        audit = interp.reward_audit(model, model, "misgendering", edit=edit, progress=False)
+        with edit.applied(model):
+            after = values(interp.evaluate(model, (*SUITES, "kl"), reference=reference))
+        record[f"keep_declared={keep}"] = {
+            "recipe": edit.meta["recipe"], "fit_s": round(fit_s, 1), "after": after,
+            "audit": {k: v for k, v in audit.summary.items() if not k.endswith(("_lo", "_hi"))}}
+        print(keep, json.dumps(record[f"keep_declared={keep}"], indent=1), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(args.out / f"keep-declared-{model.name.split('/')[-1]}.json") as f:
+        f.write(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
