@@ -29,12 +29,29 @@ def _setter(clean, pos, head):
     return hook
 
 
+def each_cell(model, i, T, kinds, window, cells=None):
+    """(key, the hook names it restores, position, head) of every cell of prompt i (T tokens)
+    that `cells` (None: all) holds."""
+    L = model.arch.n_layers
+    for kind in kinds:
+        heads = range(model.arch.n_heads) if kind == "head" else [None]
+        for layer in range(L):
+            a, b = (window_layers(layer, window, L) if kind in ("mlp", "attn")
+                    else (layer, layer))
+            names = [HOOK[kind].format(l) for l in range(a, b + 1)]
+            for pos in range(T):
+                for h in heads:
+                    key = (i, kind, layer, pos, -1 if h is None else h)
+                    if cells is None or key in cells:
+                        yield key, names, pos, h
+
+
 def reference_trace(model, prompts, corruption, candidates, *, kinds, window=1, seed=0,
                     cells=None, reverse=False):
     """{(prompt index, kind, layer, pos, head): patched metric averaged over samples}, plus
     clean and corrupted metrics per prompt. `reverse`: patch corrupted values into the clean run
     (the natural indirect effect of a swap)."""
-    bridge, L = model.bridge, model.arch.n_layers
+    bridge = model.bridge
     out, clean_m, corrupt_m = {}, [], []
     with torch.no_grad():
         for i, p in enumerate(prompts):
@@ -58,24 +75,11 @@ def reference_trace(model, prompts, corruption, candidates, *, kinds, window=1, 
                 base = logodds(bridge(run_ids), candidates).double().mean().item()
             clean_m.append(logodds(clean_logits, candidates).item())
             corrupt_m.append(base)
-            T = len(p.input_ids)
-            for kind in kinds:
-                heads = range(model.arch.n_heads) if kind == "head" else [None]
-                for layer in range(L):
-                    for pos in range(T):
-                        for h in heads:
-                            key = (i, kind, layer, pos, -1 if h is None else h)
-                            if cells is not None and key not in cells:
-                                continue
-                            a, b = (window_layers(layer, window, L) if kind in ("mlp", "attn")
-                                    else (layer, layer))
-                            hooks = list(first_hooks)
-                            for l in range(a, b + 1):
-                                name = HOOK[kind].format(l)
-                                hooks.append((name, _setter(source_cache[name], pos, h)))
-                            with bridge.hooks(fwd_hooks=hooks):
-                                logits = bridge(run_ids)
-                            out[key] = logodds(logits, candidates).double().mean().item()
+            for key, names, pos, h in each_cell(model, i, len(p.input_ids), kinds, window, cells):
+                hooks = first_hooks + [(n, _setter(source_cache[n], pos, h)) for n in names]
+                with bridge.hooks(fwd_hooks=hooks):
+                    logits = bridge(run_ids)
+                out[key] = logodds(logits, candidates).double().mean().item()
     return out, clean_m, corrupt_m
 
 
@@ -96,7 +100,7 @@ def reference_contrast_trace(model, prompts, corruption, contrast, *, kinds, win
                              cells=None):
     """Like `reference_trace` with a contrast's metric: every group's form is appended to the
     prompt and scored in a forward of its own (summed log-probabilities of its tokens)."""
-    bridge, L, tok = model.bridge, model.arch.n_layers, model.tokenizer
+    bridge, tok = model.bridge, model.tokenizer
     out, clean_m, corrupt_m = {}, [], []
 
     def score(ids, P, n_form, hooks):
@@ -131,20 +135,7 @@ def reference_contrast_trace(model, prompts, corruption, contrast, *, kinds, win
             clean_m.append(contrast_metric(model, p, lambda g: score(
                 ids_of[g], P, ids_of[g].shape[1] - P, []), contrast))
             corrupt_m.append(run(lambda g: []))
-            for kind in kinds:
-                heads = range(model.arch.n_heads) if kind == "head" else [None]
-                for layer in range(L):
-                    for pos in range(P):
-                        for h in heads:
-                            key = (i, kind, layer, pos, -1 if h is None else h)
-                            if cells is not None and key not in cells:
-                                continue
-                            a, b = (window_layers(layer, window, L) if kind in ("mlp", "attn")
-                                    else (layer, layer))
-
-                            def hooks_of(g, a=a, b=b, kind=kind, pos=pos, h=h):
-                                return [(HOOK[kind].format(l),
-                                         _setter(clean_caches[g][HOOK[kind].format(l)], pos, h))
-                                        for l in range(a, b + 1)]
-                            out[key] = run(hooks_of)
+            for key, names, pos, h in each_cell(model, i, P, kinds, window, cells):
+                out[key] = run(lambda g, names=names, pos=pos, h=h: [
+                    (n, _setter(clean_caches[g][n], pos, h)) for n in names])
     return out, clean_m, corrupt_m
