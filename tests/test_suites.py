@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+import interp
 from interp import suites
 from interp.common.errors import InterpError
 from interp.suites import SuiteError, SuiteFormatError, SuiteResult
@@ -581,3 +582,20 @@ def test_run_suite_dispatches_names_and_options(tiny_llama, winobias_dir, stereo
         suites.run_suite(tiny_llama, "bbq", winobias_dir)
     with pytest.raises(SuiteError, match=r"takes no option\(s\) \['spam'\]"):
         suites.run_suite(tiny_llama, "winobias", winobias_dir, spam=1)
+
+
+def test_evaluate_reports_crows_pairs_and_stereoset_per_bias_type(tiny_llama, crows_file,
+                                                                   stereoset_file):
+    report = interp.evaluate(tiny_llama, (), files={"crows_pairs": crows_file,
+                                                   "stereoset": stereoset_file}, n_boot=50)
+    f = report.frame.set_index(["suite", "metric"])
+    crows = report.details["crows_pairs"].frame
+    for bias, g in crows.groupby("bias_type"):
+        row = f.loc[("crows_pairs", f"stereotype_score:{bias}")]
+        assert row["value"] == pytest.approx(100 * g["stereo_preferred"].mean())
+        assert row["n"] == len(g)
+    items = report.details["stereoset"].frame
+    for bias, g in items.groupby("bias_type"):
+        assert f.loc[("stereoset", f"ss:{bias}"), "value"] == pytest.approx(
+            100 * g["stereo_preferred"].mean())
+        assert {f"lms:{bias}", f"icat:{bias}"} <= set(f.loc["stereoset"].index)

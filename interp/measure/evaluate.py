@@ -152,7 +152,7 @@ def format_ci(v, lo, hi) -> str:
 
 
 def _improved(metric: str, before: float, after: float):
-    ideal = IDEAL.get(metric)
+    ideal = IDEAL.get(metric.partition(":")[0])  # "ss:religion" is judged as ss
     if ideal is None or np.isnan(before) or np.isnan(after):
         return None
     if ideal == "max":
@@ -230,9 +230,26 @@ def _suite_rows(res) -> list[dict]:
         pro = res.tables["syntax"]["pro"].astype(bool)
         n.update(syntax_accuracy=len(pro), syntax_accuracy_pro=int(pro.sum()),
                  syntax_accuracy_anti=int((~pro).sum()))
-    return [{"suite": res.name, "metric": metric, "value": row["value"], "ci_low": row["lo"],
+    rows = [{"suite": res.name, "metric": metric, "value": row["value"], "ci_low": row["lo"],
              "ci_high": row["hi"], "n": n.get(metric, len(res.frame))}
             for metric, row in res.summary_frame().iterrows() if not metric.startswith("n_")]
+    return rows + _bias_type_rows(res)
+
+
+def _bias_type_rows(res) -> list[dict]:
+    """CrowS-Pairs' and StereoSet's scores per bias type (religion, race-color, ...), as rows
+    "metric:bias type" of the suite: a contrast other than gender is verified on its own type."""
+    if res.name == "crows_pairs" and "by_bias_type" in res.tables:
+        table, metrics = res.tables["by_bias_type"], ("stereotype_score",)
+    elif res.name == "stereoset" and "by_group" in res.tables:
+        g = res.tables["by_group"]
+        table, metrics = g[(g["task"] == "all") & (g["bias_type"] != "all")], ("ss", "lms", "icat")
+    else:
+        return []
+    return [{"suite": res.name, "metric": f"{m}:{r['bias_type']}", "value": r[m],
+             "ci_low": r.get(f"{m}_lo"), "ci_high": r.get(f"{m}_hi"),
+             "n": int(r["n"] if "n" in r else r["n_items"])}
+            for _, r in table.iterrows() for m in metrics]
 
 
 def _occupation_rows(model, occupations, n_boot, seed, progress):
