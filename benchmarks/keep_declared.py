@@ -9,8 +9,8 @@ fit never saw:
 - the gender measures the recipe was chosen on: the test occupations' |log-odds| and the share
   following the stereotype, definitional accuracy, facts, perplexity.
 
-    python benchmarks/keep_declared.py [--model gemma-3-270m]
-Writes benchmarks/results/keep-declared-<model>.json.
+    python benchmarks/keep_declared.py [--model gemma-3-270m] [--recipe lsdm] [--no-suites]
+Writes benchmarks/results/keep-declared-<recipe>-<model>.json.
 """
 
 from __future__ import annotations
@@ -37,24 +37,29 @@ def values(report) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="default: the bundled SmolLM2")
+    ap.add_argument("--recipe", default="auto", help="the recipe to fit (default: validated)")
+    ap.add_argument("--no-suites", action="store_true", help="only the audit")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     model = interp.load_model(args.model) if args.model else interp.load_model()
-    record: dict = {"model": model.name, "unedited": values(interp.evaluate(model, SUITES))}
+    suites = () if args.no_suites else SUITES
+    record: dict = {"model": model.name, "recipe": args.recipe,
+                    "unedited": values(interp.evaluate(model, suites)) if suites else {}}
     reference = next_token_logprobs(model)
     for keep in (False, True):
         t = time.perf_counter()
-        edit = interp.debias(model, keep_declared=keep)
+        edit = interp.debias(model, args.recipe, keep_declared=keep)
         fit_s = time.perf_counter() - t
         audit = interp.reward_audit(model, model, "misgendering", edit=edit, progress=False)
         with edit.applied(model):
-            after = values(interp.evaluate(model, (*SUITES, "kl"), reference=reference))
+            after = values(interp.evaluate(model, (*suites, "kl"), reference=reference))
         record[f"keep_declared={keep}"] = {
             "recipe": edit.meta["recipe"], "fit_s": round(fit_s, 1), "after": after,
             "audit": {k: v for k, v in audit.summary.items() if not k.endswith(("_lo", "_hi"))}}
         print(keep, json.dumps(record[f"keep_declared={keep}"], indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out / f"keep-declared-{model.name.split('/')[-1]}.json") as f:
+    name = f"keep-declared-{args.recipe}-{model.name.split('/')[-1]}.json"
+    with atomic_write(args.out / name) as f:
         f.write(json.dumps(record, indent=1))
 
 
