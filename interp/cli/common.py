@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 from .. import command_inputs as check
 from ..common.errors import InputError, InterpError
 from ..measure import prompts as P
+from ..measure.contrast import PARTS as CONTRAST_PARTS
 from ..measure.contrast import contrast as read_contrast
 from ..mitigate.edit import Edit
 from ..model.load import load_model
@@ -69,14 +70,11 @@ def contrast_option(name: Optional[str], prompts: str, option: str = "--prompts"
     return chosen
 
 
-CONTRAST_PARTS = ("train", "test", "all")
-
-
 def contrast_prompts(model, chosen, prompts: str):
     """A contrast's prompts: its part (train, test, all) or a JSONL file's records (with
     slot, group and declared where the contrast needs them)."""
     if prompts in CONTRAST_PARTS:
-        return chosen.prompts(model, None if prompts == "all" else prompts)
+        return chosen.prompts(model, prompts)
     return P.from_jsonl(model, prompts)
 
 

@@ -5,8 +5,8 @@ at its lowest start layer from the cached corrupted residual stream, and each ru
 the block where its patch starts (its corrupted stream is appended to the batch there), so a
 block runs for a run only from its start on, and a small grid is a few passes. Only the
 positions from the patched one on are computed (the corrupted keys/values stand in for the
-earlier ones), logits are read only where the metric reads (`readout`), and cells before the first
-corrupted position are skipped (restoring them is a no-op by causality: their effect is
+earlier ones), logits are read only where the metric reads (`readout`), and cells before the
+first corrupted position are skipped (restoring them is a no-op by causality: their effect is
 exactly 0).
 """
 

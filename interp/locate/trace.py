@@ -8,15 +8,15 @@ of layers) into the corrupted run; its indirect effect is metric(patched) − me
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ..common.errors import InterpError
-from ..model.runner import Runner
 from ..measure.contrast import Contrast
 from ..measure.contrast import contrast as contrast_of
 from ..measure.metrics import Candidates
 from ..measure.prompts import PromptSet, from_jsonl
+from ..model.runner import Runner
 from . import corruption as C
 from .attribution import AttributionEngine
 from .cells import Inputs, enumerate_cells, prepare_inputs
@@ -39,7 +39,8 @@ def trace(model, prompts=None, *, contrast=None, kinds: Sequence[str] = ("resid"
     `corrupt_text`); with a contrast, by default its train prompts (`Contrast.prompts`).
     contrast: a `Contrast`, a built-in's name or a file; the metric is then the contrast's
     linear lean, Σ_g w_g log p(group g's continuation), multi-token forms summed
-    (`Contrast.trace_weights`, interp/locate/readout.py). spec: re-run a previous trace's settings (`trace_result.spec`).
+    (`Contrast.trace_weights`, interp/locate/readout.py).
+    spec: re-run a previous trace's settings (`trace_result.spec`).
     natural_effects: with a swap corruption, also Vig et al.'s natural indirect and direct
     effects per cell (columns `nie`, `nde`); costs a second pass over the grid.
     batch_size: patched runs per forward at most; None: as many as fit the token budget of

@@ -37,6 +37,8 @@ from .suites.likelihood import continuation_logprobs
 
 GOALS = ("balance", "follow")
 SPLITS = ("train", "test")
+# The parts a contrast's prompts can be asked for by name: a split, or "all" of them.
+PARTS = (*SPLITS, "all")
 # A file's keys: those it must have and those it may have (`slots` is checked against the
 # groups' forms).
 REQUIRED = ("name", "goal", "groups", "subjects", "contexts")
@@ -187,11 +189,15 @@ class Contrast:
         return "".join(out), spans
 
     def prompts(self, model_or_tokenizer, split: str | None = "train") -> P.PromptSet:
-        """The items of `split` (`items`) as prompts to trace or fit. The traced span (the
+        """The items of `split` (`items`; "all" or None: both parts) as prompts to trace or
+        fit. The traced span (the
         prompt's `subject`) is what the continuation should not depend on, or should: the
         subject for "balance", the declaration (first to last declared form) for "follow".
         Each prompt carries its slot, its subject's group and score, and the declared group."""
         tokenizer = getattr(model_or_tokenizer, "tokenizer", model_or_tokenizer)
+        split = None if split == "all" else split
+        if split is not None:
+            P.check_split(split)
         made, dropped = [], []
         for s in self.subjects:
             if split is not None and s.split != split:

@@ -101,17 +101,22 @@ class ContrastLean:
         """Each version's KL from the unedited next-token distribution at its prompt's last
         token, and its unedited log-probabilities per group."""
         kls = torch.zeros(self.n, device=self.device)
+        unedited = torch.zeros((self.n, self.weights.shape[1]), device=self.device)
         ext = row_delta[self.seq_version]
+        runner = self.down.runner
         for (g, p, ref), (_, _, new) in zip(self.down.hidden(torch.zeros_like(ext)),
                                             self.down.hidden(ext)):
-            at = torch.as_tensor([int(self.readout.reads[int(s)][0].min()) - p
-                                  for s in g.tolist()], device=self.device)
+            seqs = g.tolist()
+            at = torch.as_tensor([int(self.readout.reads[s][0].min()) - p for s in seqs],
+                                 device=self.device)
             rows = torch.arange(len(g), device=self.device)
-            a = self.down.runner.unembed(ref[rows, at]).float().log_softmax(-1)
-            b = self.down.runner.unembed(new[rows, at]).float().log_softmax(-1)
+            a = runner.unembed(ref[rows, at]).float().log_softmax(-1)
+            b = runner.unembed(new[rows, at]).float().log_softmax(-1)
             # a version's sequences share its prompt's last token: the same KL, kept once
             kls[self.seq_version[g]] = (a.exp() * (a - b)).sum(-1)
-        return kls, self.logprobs(torch.zeros_like(row_delta))
+            unedited.index_add_(0, self.seq_version[g],
+                                self.readout.group_logprobs(runner, ref, seqs, p))
+        return kls, unedited
 
 
 def contrast_logprobs(model, contrast, prompts) -> np.ndarray:

@@ -65,11 +65,9 @@ def preserved_prompts(model, preserve, site: str, prompts: PromptSet | None = No
         if site != "last":
             return None
         slots = {p.template: p.slot for p in prompts or () if _is_template(p.template)}
-        defs = definitional(model, split="train", templates=list(slots) or TEMPLATES,
-                            slots=slots)
-        if not keep_declared:
-            return defs
-        return PromptSet([*defs, *declared_prompts(model)], name="definitional+declared")
+        return kept_prompts(model, definitional(model, split="train",
+                                                templates=list(slots) or TEMPLATES,
+                                                slots=slots), keep_declared)
     return preserve
 
 
@@ -83,6 +81,15 @@ def declared_prompts(model) -> PromptSet:
     model predicts after them (a person's declared pronoun is not a stereotype to balance)."""
     return contrast_of("misgendering").prompts(model, "train").filter(
         lambda p: p.declared in KEPT_DECLARED)
+
+
+def kept_prompts(model, definitional_prompts: PromptSet, keep_declared: bool) -> PromptSet:
+    """The definitional prompts an edit keeps, and with `keep_declared` the
+    `declared_prompts` after them."""
+    if not keep_declared:
+        return definitional_prompts
+    return PromptSet([*definitional_prompts, *declared_prompts(model)],
+                     name="definitional+declared")
 
 
 def _is_template(text: str | None) -> bool:
@@ -314,7 +321,8 @@ def reach(fitted: Fitted) -> dict:
             "miss_max": float(miss.max())}
 
 
-def lsdm(model, prompts: PromptSet | None = None, *, contrast=None, layers: Sequence[int] | None = None,
+def lsdm(model, prompts: PromptSet | None = None, *, contrast=None,
+         layers: Sequence[int] | None = None,
          attn_layers: Sequence[int] | None = None, preserve: PromptSet | str | None = "auto",
          corpus=None, seed: int = 0, strict: bool = True, progress: bool | None = None,
          settings: LSDMSettings | None = None, **changes) -> Edit:

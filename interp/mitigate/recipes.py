@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..measure import prompts as P
 from .edit import Edit, EditError
 from .finetune import FTSettings, finetune
-from .lsdm import EDIT_TEMPLATES, LSDMSettings, declared_prompts, lsdm, preserved_prompts
+from .lsdm import EDIT_TEMPLATES, LSDMSettings, kept_prompts, lsdm, preserved_prompts
 from .sites import SUBJECT_WIDTH, Sites, find_sites
 
 
@@ -46,9 +46,7 @@ class Recipe:
         """The prompts whose prediction the recipe keeps, with the he/she-declared ones
         (`declared_prompts`) where `keep_declared`."""
         if self.keep == "templates":
-            defs = P.definitional(model, split="train")
-            return (P.PromptSet([*defs, *declared_prompts(model)], name="definitional+declared")
-                    if keep_declared else defs)
+            return kept_prompts(model, P.definitional(model, split="train"), keep_declared)
         if self.keep == "contexts":  # as lsdm's preserve="auto" keeps them
             return preserved_prompts(model, "auto", "last", fitted, keep_declared)
         return None

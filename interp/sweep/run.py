@@ -287,8 +287,7 @@ def build_prompt_set(model, name: str, spec: dict, seed: int):
     source, as the command line resolves a set's name)."""
 
     if spec["source"] == "contrast":
-        split = spec.get("split")
-        ps = read_contrast(spec["contrast"]).prompts(model, None if split == "all" else split)
+        ps = read_contrast(spec["contrast"]).prompts(model, spec.get("split"))
     else:
         names = {"professions": spec.get("split"), "definitional": "definitional",
                  "jsonl": spec.get("path")}
