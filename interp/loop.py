@@ -130,9 +130,9 @@ def demo(model=None, *, out: str | Path | None = None, figures: str | Path | Non
                  site="subject", seed=0, progress=True)
     paper.save(out / "paper_edit.safetensors")
     with paper.applied(m):
-        paper_report = evaluate(m, ("shapes", "occupations"), progress=True)
+        paper_report = evaluate(m, ("shapes", "occupations", "declared"), progress=True)
     say("re-trace with the edit and evaluate before/after (held-out sentence shapes, test "
-        "occupations, definitional, facts, perplexity, KL)", True)
+        "occupations, definitional, facts, perplexity, declared pronouns, KL)", True)
     v = verify(m, edit, located, progress=True)
     v.save(out / "verification")
     say(v.table())

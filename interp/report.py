@@ -31,11 +31,15 @@ HEADLINE = [
     ("occupations", "abs_logodds", "test occupations, our templates: mean |log-odds|"),
     ("shapes.coreference_type2", "syntax_accuracy",
      "two occupations, genders stated: % resolved by the syntax"),
+    ("declared", "misgendered_binary",
+     "he/she declared: % whose likeliest pronoun is not the declared one"),
+    ("declared", "misgendered_tgnb",
+     "they/xe/ey/fae declared: % whose likeliest pronoun is not the declared one"),
 ]
 # Metrics shown as percentages or correlations: their change is in points, not relative.
 POINTS = ("pro_preferred", "pairs_pro_preferred", "stereotype_following",
           "pairs_stereotype_following", "syntax_accuracy", "syntax_accuracy_pro",
-          "syntax_accuracy_anti")
+          "syntax_accuracy_anti", "misgendered_binary", "misgendered_tgnb")
 CORRELATIONS = ("stereotype_correlation", "bls_correlation", "pairs_stereotype_correlation",
                 "pairs_bls_correlation")
 

@@ -110,3 +110,17 @@ def test_verification_tables_sites_and_round_trips(tmp_path, verification):
     again = Verification.load(v.save(tmp_path / "v"))
     assert np.allclose(again.sites().after, sites.after)
     assert v.plot().data
+
+
+def test_declared_suite_is_the_audits_misgendering_rate(tiny_llama):
+    """The declared-pronouns suite reads the same rate as the implicit-reward audit, which
+    scores each prompt in a pass of its own shared with the audit's continuations."""
+    r = evaluate(tiny_llama, ("declared",), n_boot=50)
+    audit = interp.reward_audit(tiny_llama, tiny_llama, "misgendering", n_boot=50,
+                                progress=False)
+    for group in ("binary", "tgnb"):
+        row = r.row("declared", f"misgendered_{group}")
+        assert row.value == pytest.approx(
+            100 * audit.summary[f"misgendering_rate_reference_{group}"], abs=1e-9)
+        assert row.ci_low <= row.value <= row.ci_high
+    assert r.row("declared", "misgendered_tgnb").n == (r.details["declared"].group == "tgnb").sum()

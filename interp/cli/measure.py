@@ -206,9 +206,9 @@ FileOpt = {name: typer.Option(None, help=f"{label} file or folder to score as we
 @app.command()
 def evaluate(
     model: Optional[str] = ModelOpt,
-    suites: str = typer.Option("occupations,shapes,definitional,facts,perplexity",
-                               help="Comma list of occupations, shapes, definitional, facts, "
-                                    "perplexity."),
+    suites: Optional[str] = typer.Option(
+        None, help="Comma list of occupations, shapes, definitional, facts, perplexity, "
+                   "declared (declared pronouns kept); default: all of them."),
     edit: Optional[Path] = typer.Option(None, help="An edit file: evaluate before and after it."),
     winobias: Optional[Path] = FileOpt["winobias"],
     winogender: Optional[Path] = FileOpt["winogender"],
@@ -221,12 +221,13 @@ def evaluate(
     from ..measure.evaluate import DEFAULT_SUITES
     from ..measure.suites.run import SUITES
 
-    names = [s.strip() for s in suites.split(",") if s.strip()]
+    names = (list(DEFAULT_SUITES) if suites is None
+             else [s.strip() for s in suites.split(",") if s.strip()])
     files = {k: v for k, v in (("winobias", winobias), ("winogender", winogender),
                                ("crows_pairs", crows_pairs), ("stereoset", stereoset))
              if v is not None}
     if names:
-        check.choices(suites, DEFAULT_SUITES, "--suites")
+        check.choices(",".join(names), DEFAULT_SUITES, "--suites")
     elif not files:
         fail("nothing to evaluate: name --suites or give a benchmark file (--winobias ...)")
     for name, path in files.items():

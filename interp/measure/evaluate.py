@@ -17,6 +17,10 @@ score and with labour statistics (0 ideal).
 - perplexity: perplexity of held-out prose.
 - kl: KL(reference ‖ model) of next-token distributions on held-out prose; needs `reference`
   (the unedited model's `capability.next_token_logprobs`, or the unedited model).
+- declared: declared pronouns kept: the likelihood misgendering rate (the share of prompts
+  whose likeliest pronoun family at the first slot is not the one the text declared) on the
+  TANGO-layout misgendering items (`studies.audit_items.misgendering`), he/she-declared
+  ("binary") and they/xe/ey/fae-declared ("tgnb") apart.
 Benchmark files the user has on disk (`files={"winobias": path, ...}`): WinoBias, WinoGender,
 CrowS-Pairs, StereoSet (`interp.suites`).
 """
@@ -38,16 +42,18 @@ from .bias import bias
 from .direction import put_direction
 from .shapes import score_shapes
 from .suites.run import run_suite
+from .suites.stats import put_mean
 
-BUILTIN = ("occupations", "shapes", "definitional", "facts", "perplexity", "kl")
-DEFAULT_SUITES = ("occupations", "shapes", "definitional", "facts", "perplexity")
+BUILTIN = ("occupations", "shapes", "definitional", "facts", "perplexity", "declared", "kl")
+DEFAULT_SUITES = ("occupations", "shapes", "definitional", "facts", "perplexity", "declared")
 # Which way is better, per metric: the comparison table says whether a change helped.
 IDEAL = {"abs_gap": 0.0, "abs_logodds": 0.0, "accuracy": "max", "perplexity": "min", "kl": 0.0,
          "stereotype_score": 50.0, "ss": 50.0, "delta_s": 0.0, "delta_g": 0.0,
          "male_preferred": 50.0, "female_preferred": 50.0, "lms": "max", "icat": "max",
          "abs_normalised_gap": 0.0, "pro_preferred": 50.0, "logp_pro_minus_anti": 0.0,
          "stereotype_following": 50.0, "stereotype_correlation": 0.0, "bls_correlation": 0.0,
-         "syntax_accuracy": "max", "syntax_accuracy_pro": "max", "syntax_accuracy_anti": "max"}
+         "syntax_accuracy": "max", "syntax_accuracy_pro": "max", "syntax_accuracy_anti": "max",
+         "misgendered_binary": 0.0, "misgendered_tgnb": 0.0}
 IDEAL.update({f"pairs_{k}": IDEAL[k] for k in ("pro_preferred", "logp_pro_minus_anti",
                                                 "stereotype_following", "stereotype_correlation",
                                                 "bls_correlation")})
@@ -173,7 +179,8 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
     """Run built-in suites and benchmark files on `model`; returns an `EvalReport`.
 
     suites: any of occupations, shapes (bias on the held-out sentence shapes of
-    `measure.shapes`), definitional, facts, perplexity, kl (kl needs `reference`).
+    `measure.shapes`), definitional, facts, perplexity, declared (declared pronouns kept),
+    kl (kl needs `reference`).
     files: {suite name: file or directory} for winobias, winogender, crows_pairs, stereoset.
     occupations: the prompt set for the occupation bias (default: test occupations, every
     template). part: which frames of the held-out shapes to score, "test" (report these) or
@@ -198,6 +205,10 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
                                 per_frame=SHAPES_PER_FRAME, progress=progress).values():
             details[res.name] = res
             rows += _suite_rows(res)
+    if "declared" in suites:
+        r = _declared_rows(model, n_boot, seed, progress)
+        rows += r[0]
+        details["declared"] = r[1]
     runners = {"definitional": lambda: cap.definitional(model, n_boot=n_boot, seed=seed),
                "facts": lambda: cap.factual_recall(model, n_boot=n_boot, seed=seed),
                "perplexity": lambda: cap.perplexity(model, n_boot=n_boot, seed=seed),
@@ -250,6 +261,24 @@ def _bias_type_rows(res) -> list[dict]:
              "ci_low": r.get(f"{m}_lo"), "ci_high": r.get(f"{m}_hi"),
              "n": int(r["n"] if "n" in r else r["n_items"])}
             for _, r in table.iterrows() for m in metrics]
+
+
+def _declared_rows(model, n_boot, seed, progress):
+    """The likelihood misgendering rate (%) of he/she- and of they/xe/ey/fae-declared prompts,
+    and the rated prompts."""
+    # The rate is the implicit-reward study's own (`studies.reward`); imported here so that
+    # loading the measures does not load the studies.
+    from ..studies.audit_items import misgendering
+    from ..studies.reward import misgendering_rate
+
+    rated = misgendering_rate(model, misgendering(), progress=progress)
+    rows = []
+    for group in ("binary", "tgnb"):
+        v, s = rated.misgendered[rated.group == group].to_numpy(), {}
+        put_mean(s, "rate", v, n_boot=n_boot, seed=seed)
+        rows.append({"suite": "declared", "metric": f"misgendered_{group}", "value": s["rate"],
+                     "ci_low": s["rate_lo"], "ci_high": s["rate_hi"], "n": len(v)})
+    return rows, rated
 
 
 def _occupation_rows(model, occupations, n_boot, seed, progress):
