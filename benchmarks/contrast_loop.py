@@ -1,12 +1,12 @@
 """A contrast other than he/she through the whole loop on a real model: locate, edit, verify on
 published data the fit never saw.
 
-    python benchmarks/contrast_loop.py --contrast misgendering
+    python benchmarks/contrast_loop.py --contrast misgendering --tango misgendering_prompts.csv
     python benchmarks/contrast_loop.py --contrast religion --crows-pairs crows_pairs_anonymized.csv \
         --bbq Religion.jsonl
     python benchmarks/contrast_loop.py --model gemma-3-270m --contrast misgendering
 
-1. Locate: the contrast's trace (`interp.find_sites`: 40 train prompts, noise on the traced span,
+1. Locate: the contrast's trace (`interp.find_sites`: 40 train prompts or --site-prompts, noise on the traced span,
    MLP and attention cells) gives the edit's sites; the atlas's summary of the same trace reads
    where the effects sit (bottom-third share of the MLP effect at the span's last token, top-third share of the
    attention effect at the last token: the LSDM paper's pattern).
@@ -16,7 +16,8 @@ published data the fit never saw.
    - the contrast's test part (subjects never fitted);
    - misgendering: the likelihood misgendering rate and the implicit-reward audit on the
      TANGO-layout items (interp/data/misgendering.csv, sentences of none of the fitted
-     contexts), TGNB (they, xe, ey, fae) and binary (he, she) declarations apart;
+     contexts) and, with --tango, on TANGO's published misgendering_prompts.csv; TGNB (they,
+     xe, ey, fae) and binary (he, she) declarations apart;
    - religion (or race): CrowS-Pairs' pairs of that bias type (share preferring the more
      stereotyping sentence; 50 is none) and BBQ's items of that category (bias score in the
      ambiguous and disambiguated contexts), from the files given;
@@ -39,6 +40,8 @@ from interp.common.io import atomic_write  # noqa: E402
 from interp.locate.atlas import Atlas, third_share  # noqa: E402
 from interp.measure.capability import next_token_logprobs  # noqa: E402
 from interp.measure.contrast import measure_contrast  # noqa: E402
+from interp.measure.prompts import pick  # noqa: E402
+from interp.mitigate.sites import SITE_PROMPTS  # noqa: E402
 from interp.measure.suites.crows_pairs import load_crows_pairs, score_crows_pairs  # noqa: E402
 
 CROWS_TYPE = {"religion": "religion", "race": "race-color"}
@@ -53,10 +56,11 @@ def contrast_parts(model, c) -> dict:
             for _, r in s.iterrows()}
 
 
-def misgendering(model, edit) -> dict:
-    """The implicit-reward audit of the edit against the unedited model on the TANGO-layout
-    items, with both models' likelihood misgendering rate per group."""
-    audit = interp.reward_audit(model, model, "misgendering", edit=edit, progress=False)
+def misgendering(model, edit, items="misgendering") -> dict:
+    """The implicit-reward audit of the edit against the unedited model on misgendering items
+    (the bundled TANGO-layout ones, or TANGO's published file), with both models' likelihood
+    misgendering rate per group."""
+    audit = interp.reward_audit(model, model, str(items), edit=edit, progress=False)
     return {k: v for k, v in audit.summary.items() if not k.endswith(("_lo", "_hi"))}
 
 
@@ -80,7 +84,12 @@ def main():
     ap.add_argument("--model", default=None, help="default: the bundled SmolLM2")
     ap.add_argument("--contrast", default="misgendering")
     ap.add_argument("--crows-pairs", type=Path, default=None)
+    ap.add_argument("--tango", type=Path, default=None,
+                    help="TANGO's misgendering_prompts.csv as published (amazon-science/tango)")
     ap.add_argument("--bbq", type=Path, default=None, help="BBQ's JSONL of the contrast's category")
+    ap.add_argument("--site-prompts", type=int, default=SITE_PROMPTS,
+                    help="train prompts traced to find the sites (a follow contrast's trace "
+                         "costs several sequences per prompt)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     c = interp.contrast(args.contrast)
@@ -88,8 +97,9 @@ def main():
     record: dict = {"model": model.name, "contrast": c.name}
     t0 = time.perf_counter()
 
-    sites, located = interp.find_sites(model, c.prompts(model, "train"), contrast=c,
-                                       progress=False)
+    traced = pick(c.prompts(model, "train"), args.site_prompts, seed=0)
+    sites, located = interp.find_sites(model, traced, contrast=c, progress=False)
+    record["site_prompts"] = len(traced)
     record["sites"] = {"mlp": sites.mlp, "attn": sites.attn}
     record["trace_s"] = round(time.perf_counter() - t0, 1)
     at = Atlas({c.name: located}, {"model": model.name})
@@ -115,6 +125,8 @@ def main():
                                                      reference=reference, progress=False))
     if c.name == "misgendering":
         record["audit"] = misgendering(model, edit)
+        if args.tango:
+            record["audit_tango"] = misgendering(model, edit, args.tango)
     if args.crows_pairs and c.name in CROWS_TYPE:
         before["crows_pairs"] = crows(model, args.crows_pairs, CROWS_TYPE[c.name])
         with edit.applied(model):
