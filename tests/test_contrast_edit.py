@@ -79,3 +79,31 @@ def test_a_gender_edit_can_keep_what_follows_a_declared_pronoun(tiny_llama):
         with edit.applied(tiny_llama):
             moved[keep] = np.abs(contrast_logprobs(tiny_llama, c, held) - before).mean()
     assert moved[True] < moved[False]
+
+
+def test_a_gender_edit_can_follow_a_declared_pronoun(tiny_llama):
+    """follow_declared fits the he/she-declared prompts with targets that make the declared
+    pronoun the likeliest: after the edit it is, where the plain edit leaves it as it was."""
+    from interp.mitigate.lean import contrast_logprobs
+    from interp.mitigate.lsdm import declared_prompts
+
+    c = contrast("misgendering")
+    declared = declared_prompts(tiny_llama)[::4]
+    own = np.array([c.group_names.index(p.declared) for p in declared])
+    ps = P.from_templates(tiny_llama, ["The {} said that", "The {} smiled because"],
+                          ["nurse", "carpenter", "teacher", "pilot"])
+
+    def followed():
+        return (contrast_logprobs(tiny_llama, c, declared).argmax(1) == own).mean()
+
+    unedited = followed()
+    share = {}
+    for follow in (False, True):
+        edit = interp.lsdm(tiny_llama, ps, follow_declared=follow, **FIT)
+        assert ("follow_declared" in edit.meta) == follow
+        with edit.applied(tiny_llama):
+            share[follow] = followed()
+    assert unedited < 0.5 and abs(share[False] - unedited) < 0.15
+    assert share[True] > 0.9
+    report = edit.meta["targets"]["declared"]
+    assert report["abs_residual_after"] < report["abs_residual_before"]

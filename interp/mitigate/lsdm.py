@@ -36,7 +36,7 @@ from .edit import Edit, EditError, forward_order
 from .keys import SubjectReader, Versions, check_site, generated_prefixes, versions
 from .lean import ContrastLean, contrast_logprobs, lean_measures
 from .norms import pre_norm_change
-from .settings import KEEP_DECLARED, Settings
+from .settings import FOLLOW_DECLARED, KEEP_DECLARED, Settings
 from .sites import find_sites
 from .solve import solve_update
 from .stats import key_second_moments
@@ -79,8 +79,13 @@ def declared_prompts(model) -> PromptSet:
     """The train prompts of the `misgendering` contrast that declare he or she ("Alex's
     pronouns are she/her. Alex came home late, and"): a gender edit must not change what the
     model predicts after them (a person's declared pronoun is not a stereotype to balance)."""
-    return contrast_of("misgendering").prompts(model, "train").filter(
+    return declared_contrast().prompts(model, "train").filter(
         lambda p: p.declared in KEPT_DECLARED)
+
+
+def declared_contrast():
+    """The contrast whose prompts declare a person's pronouns (`declared_prompts`)."""
+    return contrast_of("misgendering")
 
 
 def kept_prompts(model, definitional_prompts: PromptSet, keep_declared: bool) -> PromptSet:
@@ -163,7 +168,10 @@ class LSDMSettings(Settings):
     tokens of neutral text behind the key statistics. follow_margin: for a contrast whose goal
     is "follow", the declared group's log-odds against the others that the targets ask for at
     least (`interp.mitigate.lean`). keep_declared: with preserve="auto", also keep the
-    prediction after a person who declared he or she (`declared_prompts`)."""
+    prediction after a person who declared he or she (`declared_prompts`). follow_declared:
+    a he/she edit at the last token also fits the `declared_prompts`, with targets that make
+    the declared pronoun the likeliest by follow_margin (the `misgendering` contrast's goal),
+    so balancing he/she where nothing decides does not override a stated pronoun."""
 
     lam: float = 3000.0
     site: str = "last"
@@ -177,6 +185,7 @@ class LSDMSettings(Settings):
     stats_tokens: int = 20000
     follow_margin: float = 1.0
     keep_declared: bool = KEEP_DECLARED
+    follow_declared: bool = FOLLOW_DECLARED
     label: ClassVar[str] = "LSDM setting"
 
     @property
@@ -221,14 +230,16 @@ def statistics(model, mlp_layers: Sequence[int], attn_layers: Sequence[int],
 
 
 def solve(model, sites: Sequence[tuple[str, int]], v: Versions, preserved: Versions | None,
-          targets: torch.Tensor, C: dict, settings: LSDMSettings, backup: dict) -> Fitted:
+          targets: torch.Tensor, C: dict, settings: LSDMSettings, backup: dict,
+          followed: tuple[Versions, torch.Tensor] | None = None) -> Fitted:
     """Phase 4: each site's update, bottom first, applied to the model as it is solved (each
     weight's original saved in `backup`, which the caller restores): the keys of a site are
     read on the model the sites below it already changed.
 
     Each site solves ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹ for its share of what is left of (targets −
     stream) at the top edited layer; preserved prompts join with the unedited stream as their
-    targets, weighted by √preserve_weight."""
+    targets, weighted by √preserve_weight; `followed` (versions, their targets) join as fitted
+    prompts of their own goal."""
     top = sites[-1][1]
     key_name = {s: model.arch.key_hook(*s) for s in sites}
     out_name = model.arch.hook("resid_post", top)
@@ -242,6 +253,8 @@ def solve(model, sites: Sequence[tuple[str, int]], v: Versions, preserved: Versi
     if preserved is not None:
         preserved_reader = SubjectReader(model, preserved)
         scale = settings.preserve_weight ** 0.5
+    if followed is not None:
+        followed_reader = SubjectReader(model, followed[0])
     for i, (component, layer) in enumerate(sites):
         # Updates below `layer` change the stream entering it; the stream entering the
         # layer updated last is as the previous pass kept it.
@@ -273,6 +286,10 @@ def solve(model, sites: Sequence[tuple[str, int]], v: Versions, preserved: Versi
                 preserved_targets = more[out_name]
             K = torch.cat([K, scale * more[key].T], 1)
             R = torch.cat([R, scale * wanted(more, preserved_targets)], 1)
+        if followed is not None:
+            more = followed_reader.read(names, **resume)
+            K = torch.cat([K, more[key].T], 1)
+            R = torch.cat([R, wanted(more, followed[1])], 1)
         U, V = solve_update(K, R, C[component, layer], settings.lam)
         w = model.arch.edit_weight(model.bridge, component, layer)
         backup[component, layer] = w.detach().clone()
@@ -283,6 +300,20 @@ def solve(model, sites: Sequence[tuple[str, int]], v: Versions, preserved: Versi
     # the stream there now, from the stream the last pass kept.
     reached = reader.read([out_name], start=sites[-1][1], stop=top + 1)[out_name]
     return Fitted(updates, targets, first_out, reached)
+
+
+def followed_targets(model, prefixes, layer: int, s: LSDMSettings, progress: bool | None):
+    """The `declared_prompts`' versions, targets at block `layer` that make each declared
+    pronoun the likeliest by `s.follow_margin` (`ContrastLean` on the misgendering contrast),
+    and the targets' report. These targets are a side condition of the he/she edit: how far
+    they got is reported, not required."""
+    declared = declared_prompts(model)
+    dv = versions(model, declared, prefixes, s.site)
+    objective = ContrastLean(model, dv, layer, declared_contrast(), s.follow_margin)
+    targets, report = optimise_targets(model, dv, layer, iters=s.iters,
+                                       clamp_norm=s.clamp_norm, tol=s.tol, strict=False,
+                                       progress=progress, objective=objective)
+    return dv, targets, report
 
 
 def restore(model, backup: dict) -> None:
@@ -395,11 +426,18 @@ def lsdm(model, prompts: PromptSet | None = None, *, contrast=None,
                                               objective=objective)
     clock.lap("targets")
     unedited = target_report.pop("bare_unedited")
+    followed = None
+    if contrast is None and s.follow_declared and s.site == "last":
+        followed = followed_targets(model, prefixes, sites[-1][1], s, progress)
+        target_report["declared"] = {k: val for k, val in followed[2].items()
+                                     if k not in ("bare_unedited", "history")}
+        clock.lap("declared targets")
     if contrast is not None:
         before = measure_fitted(model, prompts, contrast)[1]
     backup: dict = {}
     try:
-        fitted = solve(model, sites, v, preserved, targets, C, s, backup)
+        fitted = solve(model, sites, v, preserved, targets, C, s, backup, followed and
+                       followed[:2])
         clock.lap("solve")
         measured, after = measure_fitted(model, prompts, contrast)
         clock.lap("measure")
@@ -416,6 +454,8 @@ def lsdm(model, prompts: PromptSet | None = None, *, contrast=None,
                                         "follow_margin": s.follow_margin}),
         "seed": seed, "n_prefixes": s.prefixes,
         "prefixes": prefixes, "n_prompts": len(prompts),
+        **({} if followed is None else {"follow_declared": {
+            "n_prompts": len(set(followed[0].prompt)), "follow_margin": s.follow_margin}}),
         "preserve": None if preserve is None else {
             "weight": s.preserve_weight, "subjects": preserve.subjects(),
             "n_prompts": len(preserve)},

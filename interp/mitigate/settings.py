@@ -11,6 +11,9 @@ from .edit import EditError
 # she (`interp.mitigate.lsdm.declared_prompts`), as it keeps the definitional words: one
 # default for every method's settings.
 KEEP_DECLARED = False
+# Whether LSDM's he/she edit at the last token, by default, also fits the he/she-declared
+# prompts with targets that follow the declared pronoun (`interp.mitigate.lsdm`).
+FOLLOW_DECLARED = False
 
 
 class Settings:
