@@ -107,3 +107,27 @@ def test_a_gender_edit_can_follow_a_declared_pronoun(tiny_llama):
     assert share[True] > 0.9
     report = edit.meta["targets"]["declared"]
     assert report["abs_residual_after"] < report["abs_residual_before"]
+
+
+@pytest.mark.parametrize("name,objective", [("religion", "balance"), ("misgendering", "balance")])
+def test_a_fine_tune_takes_a_contrast(tiny_llama, name, objective):
+    """FT's loss on a contrast is its lean (balance) or the declared group's shortfall
+    (follow), read on multi-token forms: the fitted prompts move the way the goal asks."""
+    from interp.mitigate.finetune import finetune
+    from interp.mitigate.lean import contrast_logprobs, lean_measures
+
+    c = contrast(name)
+    ps = c.prompts(tiny_llama, "train")[:24]
+    before = lean_measures(c, contrast_logprobs(tiny_llama, c, ps), ps)
+    edit = finetune(tiny_llama, ps, layers=[2, 3], attn_layers=[3], objective=objective,
+                    contrast=c, steps=25, lr=1e-3, kl_weight=0.0, progress=False)
+    assert edit.meta["contrast"] == name and edit.meta["loss_last"][-1] < edit.meta[
+        "loss_first"][-1]
+    with edit.applied(tiny_llama):
+        after = lean_measures(c, contrast_logprobs(tiny_llama, c, ps), ps)
+    if c.goal == "balance":
+        assert after["abs_lean"] < 0.5 * before["abs_lean"]
+    else:
+        assert after["lean"] > before["lean"] and after["missed"] < before["missed"]
+    with pytest.raises(interp.InterpError, match="does not ask"):
+        finetune(tiny_llama, ps, layers=[2], objective="cda", contrast="misgendering")

@@ -13,6 +13,8 @@ from ..common.figures import save_figure
 from ..export.gguf_file import GGUF_ARCHITECTURES
 from ..export.run import export
 from ..measure import prompts as P
+from ..measure.contrast import is_gender
+from ..mitigate.debias import CONTRAST_RECIPES
 from ..mitigate.debias import debias as run_debias
 from ..mitigate.finetune import FTSettings
 from ..mitigate.keys import check_site
@@ -126,8 +128,13 @@ def debias_cmd(
     if lr is not None:
         check.positive(lr, "--lr")
     chosen = contrast_option(contrast, "train")
-    if chosen is not None and recipe not in ("auto", "lsdm"):
-        fail(f"--recipe {recipe} does not take a contrast yet: use --recipe lsdm (or auto)")
+    if chosen is not None and not is_gender(chosen):
+        if recipe not in CONTRAST_RECIPES:
+            fail(f"--recipe {recipe} does not take a contrast: use --recipe "
+                 f"{', '.join(CONTRAST_RECIPES)}")
+        if recipe == "cda" and chosen.goal == "follow":
+            fail(f"--recipe cda raises every group alike, which the 'follow' contrast "
+                 f"{chosen.name!r} does not ask: use --recipe ft or lsdm")
     check.model(model)
     m = load(model)
     e = run_debias(m, recipe, contrast=chosen, seed=seed, progress=True,

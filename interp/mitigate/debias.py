@@ -26,9 +26,10 @@ from ..common.io import atomic_path
 from ..measure.contrast import contrast as contrast_of
 from ..measure.contrast import is_gender
 from .edit import Edit
+from .finetune import finetune
 from .lsdm import lsdm
 from .recipes import RECIPES, check_recipe, fit_recipe, traced_sites
-from .sites import Sites
+from .sites import Sites, find_sites
 
 # benchmarks/mitigations.py's columns: (suite, metric) → column, direction first (50 / 0 =
 # none), then size, then capability. The choosing rule reads them by these names.
@@ -197,6 +198,39 @@ def recipe_sites(model, records: str | Path | None = None, *, seed: int = 0,
     return traced_sites(model, seed=seed, progress=progress)
 
 
+# The recipes that take a contrast other than gender: LSDM and the two fine-tunes.
+CONTRAST_RECIPES = ("auto", "lsdm", "ft", "cda")
+
+
+def contrast_recipe(model, recipe: str, contrast, *, seed: int = 0,
+                    progress: bool | None = None, **changes) -> Edit:
+    """`debias` for a contrast other than gender: LSDM ("auto", "lsdm") or a fine-tune ("ft",
+    "cda") on the contrast's train prompts, at the sites a trace of its lean chooses."""
+    if recipe not in CONTRAST_RECIPES:
+        raise InterpError(f"recipe {recipe!r} does not take a contrast; use one of "
+                          f"{', '.join(CONTRAST_RECIPES)} for the contrast {contrast.name!r}")
+    name = "lsdm" if recipe == "auto" else recipe
+    if name == "lsdm":
+        edit = lsdm(model, contrast=contrast, seed=seed, progress=progress, **changes)
+    else:
+        prompts = contrast.prompts(model, "train")
+        sites, _ = find_sites(model, prompts, "last", seed=seed, progress=progress,
+                              contrast=contrast)
+        r = RECIPES[name]
+        edit = finetune(model, prompts, layers=sites.mlp, attn_layers=sites.attn,
+                        objective=r.method, contrast=contrast, seed=seed, progress=progress,
+                        settings=r.settings.with_(**changes))
+        edit.meta["sites_chosen"] = sites.why
+    edit.meta["recipe"] = name
+    edit.meta["recipe_does"] = RECIPES[name].does
+    edit.meta["chosen"] = (
+        f"{name}: asked for, on {contrast.name!r}'s train prompts" if recipe != "auto" else
+        f"lsdm: recipes are validated on the gender contrast only, so for {contrast.name!r} "
+        f"the least-squares edit at the sites a trace of its lean chooses "
+        f"({edit.meta['sites_chosen']})")
+    return edit
+
+
 def debias(model, recipe: str = "auto", *, contrast=None, seed: int = 0,
            records: str | Path | None = None, progress: bool | None = None,
            **changes) -> Edit:
@@ -209,20 +243,12 @@ def debias(model, recipe: str = "auto", *, contrast=None, seed: int = 0,
 
     contrast: another bias than he/she (a `Contrast`, a built-in's name or a file). Recipes are
     validated on gender only (validated.csv), so for another contrast "auto" runs LSDM on the
-    contrast's train prompts at the sites a trace of its lean chooses, and says so; the other
-    recipes do not take a contrast yet."""
+    contrast's train prompts at the sites a trace of its lean chooses, and says so; "ft" and
+    "cda" fine-tune the same weights on the same prompts with the contrast's loss
+    (`interp.mitigate.finetune`)."""
     contrast = None if contrast is None else contrast_of(contrast)
     if contrast is not None and not is_gender(contrast):
-        if recipe not in ("auto", "lsdm"):
-            raise InterpError(f"recipe {recipe!r} does not take a contrast yet; use 'lsdm' (or "
-                              f"'auto') for the contrast {contrast.name!r}")
-        edit = lsdm(model, contrast=contrast, seed=seed, progress=progress, **changes)
-        edit.meta["recipe"] = "lsdm"
-        edit.meta["recipe_does"] = RECIPES["lsdm"].does
-        edit.meta["chosen"] = (f"lsdm: recipes are validated on the gender contrast only, so for "
-                               f"{contrast.name!r} the least-squares edit at the sites a trace of "
-                               f"its lean chooses ({edit.meta['sites_chosen']})")
-        return edit
+        return contrast_recipe(model, recipe, contrast, seed=seed, progress=progress, **changes)
     choice, how = lookup(model, records)
     if recipe == "auto":
         if choice is None:

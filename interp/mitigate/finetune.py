@@ -14,6 +14,13 @@ change as an `Edit`, so that they apply, revert, save, export and verify like on
   the fitting prompts themselves: a prose corpus would contain the sentence shapes the held-out
   evaluation keeps out of every fit.
 
+With a contrast (another bias than he/she, `interp.Contrast`) both read each group's
+continuation after each prompt, multi-token forms summed (the sequences of
+`interp.locate.readout.contrast_sequences`): "balance" drives the contrast's lean to 0 as LSDM's
+targets do (squared; for a "follow" contrast, the squared shortfall of the declared group's
+log-odds under follow_margin), "cda" raises every group's continuation alike (balance contrasts
+only: a declared pronoun is not to be trained away).
+
 Capability is kept the way fine-tuning usually keeps it: a KL penalty towards the unedited
 next-token distribution, at every token of the bundled neutral text (the text LSDM's statistics
 protect) and at the last token of `preserve` (definitional prompts), as LSDM's solve keeps them.
@@ -27,15 +34,20 @@ import time
 from collections.abc import Sequence
 from typing import ClassVar
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..locate.readout import contrast_sequences
+from ..measure.contrast import contrast as contrast_of
+from ..measure.contrast import is_gender
 from ..measure.prompts import PromptSet
 from ..model.forward import batches
 from ..model.runner import Runner, pad_ids
 from ..model.tokens import windows
 from .edit import Edit, EditError, forward_order
-from .settings import KEEP_DECLARED, Settings
+from .lean import lean_residual, lean_weights
+from .settings import FOLLOW_MARGIN, KEEP_DECLARED, Settings
 from .stats import neutral_text
 from .targets import pronoun_columns
 
@@ -48,7 +60,8 @@ class FTSettings(Settings):
     overrides one. steps and lr: Adam's; batch_size: fitting prompts per step;
     kl_weight: the KL penalty on the neutral text; preserve_weight: on the preserved prompts.
     keep_declared: a recipe's kept prompts include the he/she-declared ones
-    (`interp.mitigate.lsdm.declared_prompts`)."""
+    (`interp.mitigate.lsdm.declared_prompts`). follow_margin: with a "follow" contrast, the
+    declared group's log-odds against the others that the loss asks for at least."""
 
     steps: int = 150
     lr: float = 1e-4
@@ -56,6 +69,7 @@ class FTSettings(Settings):
     kl_weight: float = 1.0
     preserve_weight: float = 1.0
     keep_declared: bool = KEEP_DECLARED
+    follow_margin: float = FOLLOW_MARGIN
     label: ClassVar[str] = "fine-tuning setting"
 
 
@@ -86,6 +100,37 @@ class CachedStreams:
         return self.runner.logits_at(x, self.start, last).log_softmax(-1)
 
 
+class ContrastBatches:
+    """The contrast's sequences for each prompt (`contrast_sequences`) with their streams
+    entering block `start` cached, and the bias loss of a batch of prompts read from them."""
+
+    def __init__(self, model, runner, prompts: PromptSet, contrast, start: int, margin: float):
+        seqs, self.readout = contrast_sequences(model.tokenizer, prompts, contrast)
+        self.runner, self.margin = runner, margin
+        self.streams = CachedStreams(model, runner, [list(q) for q in seqs], start)
+        owner = self.readout.owner
+        self.members = [np.flatnonzero(owner == i).tolist() for i in range(len(prompts))]
+        self.weights, self.own = lean_weights(contrast, prompts, model.device)
+
+    def logprobs(self, rows: Sequence[int]) -> torch.Tensor:
+        """(rows, groups): log p of each group's continuation after each prompt."""
+        seqs = [q for r in rows for q in self.members[r]]
+        local = torch.tensor([i for i, r in enumerate(rows) for _ in self.members[r]])
+        x = torch.nn.utils.rnn.pad_sequence([self.streams.rows[q] for q in seqs],
+                                            batch_first=True)
+        hidden = self.runner.final_hidden(x, self.streams.start)
+        lp = self.readout.group_logprobs(self.runner, hidden, seqs, 0)
+        return torch.zeros((len(rows), lp.shape[1]), device=lp.device).index_add(
+            0, local.to(lp.device), lp)
+
+    def loss(self, rows: Sequence[int], objective: str) -> torch.Tensor:
+        lp = self.logprobs(rows)
+        if objective == "cda":
+            return -lp.mean()
+        own = None if self.own is None else self.own[rows]
+        return (lean_residual(lp, self.weights[rows], own, self.margin) ** 2).mean()
+
+
 def neutral_chunks(model, length: int) -> list[list[int]]:
     """Full windows of `length` tokens of the neutral text (each starts as the tokenizer starts
     a text: Gemma's <bos>)."""
@@ -95,25 +140,39 @@ def neutral_chunks(model, length: int) -> list[list[int]]:
 def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: Sequence[int] = (),
              objective: str = "balance", preserve: PromptSet | None = None, seed: int = 0,
              progress: bool | None = None, settings: FTSettings | None = None,
-             **changes) -> Edit:
+             contrast=None, **changes) -> Edit:
     """Fine-tune the weights an LSDM edit with these layers would change (see the module's
     docstring for the objectives); the model is left as it was. Settings: `FTSettings`, any of
     its fields given by name (steps=300, lr=3e-4, ...). Returns the change as an `Edit` (exact,
-    factored by SVD), with the losses in its provenance."""
+    factored by SVD), with the losses in its provenance. contrast: another bias than he/she
+    (a `Contrast`, a built-in's name or a file), read on `prompts` (e.g. its train prompts,
+    `Contrast.prompts`)."""
     s = (settings or FTSettings()).with_(**changes)
     steps, lr, batch_size = s.steps, s.lr, s.batch_size
     kl_weight, preserve_weight = s.kl_weight, s.preserve_weight
     if objective not in OBJECTIVES:
         raise EditError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
     prompts.require_nonempty()
+    contrast = None if contrast is None else contrast_of(contrast)
+    if contrast is not None and is_gender(contrast):
+        contrast = None
+    if contrast is not None:
+        if objective == "cda" and contrast.goal == "follow":
+            raise EditError(f"cda raises every group's continuation alike, which a 'follow' "
+                            f"contrast ({contrast.name!r}) does not ask: use objective='balance'")
+        contrast.check_vocabulary(model.tokenizer)
     sites = trained_sites(model, layers, attn_layers, "fine-tune")
     fingerprint, clock = model.fingerprint(), time.perf_counter()
     runner = Runner(model)
-    # each prompt's own pronoun pair at its slot (he/she, him/her, his/her), as LSDM balances it
-    ids, columns = pronoun_columns(model, [p.slot for p in prompts])
-    pairs = torch.tensor(ids)[columns]  # (prompts, 2): the male and the female pronoun's id
     bottom = sites[0][1]
-    fit = CachedStreams(model, runner, [list(p.input_ids) for p in prompts], bottom)
+    if contrast is None:
+        # each prompt's own pronoun pair at its slot (he/she, him/her, his/her), as LSDM
+        # balances it
+        ids, columns = pronoun_columns(model, [p.slot for p in prompts])
+        pairs = torch.tensor(ids)[columns]  # (prompts, 2): the male and the female pronoun's id
+        fit = CachedStreams(model, runner, [list(p.input_ids) for p in prompts], bottom)
+    else:
+        group_lp = ContrastBatches(model, runner, prompts, contrast, bottom, s.follow_margin)
     kept = CachedStreams(model, runner, [list(p.input_ids) for p in preserve] if preserve else [],
                          bottom)
     neutral = CachedStreams(model, runner, neutral_chunks(model, 64), bottom)
@@ -124,14 +183,17 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
     gen = torch.Generator().manual_seed(seed)
 
     def step():
-        rows = torch.randperm(len(fit), generator=gen)[:batch_size].tolist()
-        lp = fit.logprobs(rows)
-        lp = lp.gather(1, pairs[rows].to(lp.device))
-        he, she = lp[:, 0], lp[:, 1]
-        if objective == "balance":
-            bias_loss = ((she - he) ** 2).mean()
+        rows = torch.randperm(len(prompts), generator=gen)[:batch_size].tolist()
+        if contrast is not None:
+            bias_loss = group_lp.loss(rows, objective)
         else:
-            bias_loss = -0.5 * (he + she).mean()
+            lp = fit.logprobs(rows)
+            lp = lp.gather(1, pairs[rows].to(lp.device))
+            he, she = lp[:, 0], lp[:, 1]
+            if objective == "balance":
+                bias_loss = ((she - he) ** 2).mean()
+            else:
+                bias_loss = -0.5 * (he + she).mean()
         loss = bias_loss
         if kl_weight:
             pick = torch.randperm(len(neutral), generator=gen)[:8].tolist()
@@ -148,6 +210,8 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
     factors = factored(deltas)
     meta = {
         "method": "ft" if objective == "balance" else "cda", "objective": objective,
+        **({} if contrast is None else {"contrast": contrast.name,
+                                        "follow_margin": s.follow_margin}),
         "fingerprint": fingerprint, "model": model.name,
         "layers": sorted(factors["mlp"]), "attn_layers": sorted(factors["attn"]),
         "steps": steps, "lr": lr, "batch_size": batch_size, "kl_weight": kl_weight,

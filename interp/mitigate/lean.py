@@ -46,12 +46,7 @@ class ContrastLean:
         self.owner = torch.as_tensor(v.prompt, device=model.device)
         first = np.searchsorted(seq_of, np.arange(self.n))  # sequences are in version order
         self.at_subject = self.down.at_subject[torch.as_tensor(first, device=model.device)]
-        names = contrast.group_names
-        weights = [contrast.trace_weights(g, d) for g, d in zip(v.groups, v.declared)]
-        self.weights = torch.tensor([[w[g] for g in names] for w in weights],
-                                    device=model.device)
-        self.own = (torch.tensor([names.index(d) for d in v.declared], device=model.device)
-                    if contrast.goal == "follow" else None)
+        self.weights, self.own = lean_weights(contrast, items, model.device)
 
     def logprobs(self, row_delta: torch.Tensor, coef: torch.Tensor | None = None):
         """(versions, groups) log-probabilities of each group's form, δ added. With `coef`
@@ -70,13 +65,7 @@ class ContrastLean:
         return out
 
     def residual(self, lp: torch.Tensor) -> torch.Tensor:
-        if self.own is None:
-            return (self.weights * lp).sum(-1)
-        rows = torch.arange(self.n, device=self.device)
-        others = lp.masked_fill(torch.nn.functional.one_hot(self.own, lp.shape[1]).bool(),
-                                -torch.inf)
-        lean = lp[rows, self.own] - others.logsumexp(-1)
-        return (lean - self.margin).clamp(max=0.0)
+        return lean_residual(lp, self.weights, self.own, self.margin)
 
     def forward(self, row_delta: torch.Tensor, backward: bool) -> torch.Tensor:
         """Every version's residual; with backward, also its gradient into row_delta (for
@@ -117,6 +106,30 @@ class ContrastLean:
             unedited.index_add_(0, self.seq_version[g],
                                 self.readout.group_logprobs(runner, ref, seqs, p))
         return kls, unedited
+
+
+def lean_residual(lp: torch.Tensor, weights: torch.Tensor, own: torch.Tensor | None,
+                  margin: float) -> torch.Tensor:
+    """What an edit drives to 0, per row of group log-probabilities `lp` (rows, groups): the
+    linear lean Σ_g w_g lp_g for "balance" (own None); for "follow", how far the declared
+    group's (`own`) log-odds against the others fall short of `margin` (0 once reached)."""
+    if own is None:
+        return (weights * lp).sum(-1)
+    rows = torch.arange(lp.shape[0], device=lp.device)
+    others = lp.masked_fill(torch.nn.functional.one_hot(own, lp.shape[1]).bool(), -torch.inf)
+    lean = lp[rows, own] - others.logsumexp(-1)
+    return (lean - margin).clamp(max=0.0)
+
+
+def lean_weights(contrast, prompts, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per prompt (anything with `group` and `declared`): the lean's weights on the groups
+    (`Contrast.trace_weights`), and for a "follow" contrast the declared group's index."""
+    names = contrast.group_names
+    weights = [contrast.trace_weights(p.group, p.declared) for p in prompts]
+    w = torch.tensor([[x[g] for g in names] for x in weights], device=device)
+    own = (torch.tensor([names.index(p.declared) for p in prompts], device=device)
+           if contrast.goal == "follow" else None)
+    return w, own
 
 
 def contrast_logprobs(model, contrast, prompts) -> np.ndarray:

@@ -36,7 +36,7 @@ from .edit import Edit, EditError, forward_order
 from .keys import SubjectReader, Versions, check_site, generated_prefixes, versions
 from .lean import ContrastLean, contrast_logprobs, lean_measures
 from .norms import pre_norm_change
-from .settings import FOLLOW_DECLARED, KEEP_DECLARED, Settings
+from .settings import FOLLOW_DECLARED, FOLLOW_MARGIN, KEEP_DECLARED, Settings
 from .sites import find_sites
 from .solve import solve_update
 from .stats import key_second_moments
@@ -183,7 +183,7 @@ class LSDMSettings(Settings):
     tol: float = 0.1
     strength: float = 1.0
     stats_tokens: int = 20000
-    follow_margin: float = 1.0
+    follow_margin: float = FOLLOW_MARGIN
     keep_declared: bool = KEEP_DECLARED
     follow_declared: bool = FOLLOW_DECLARED
     label: ClassVar[str] = "LSDM setting"

@@ -14,6 +14,9 @@ KEEP_DECLARED = False
 # Whether LSDM's he/she edit at the last token, by default, also fits the he/she-declared
 # prompts with targets that follow the declared pronoun (`interp.mitigate.lsdm`).
 FOLLOW_DECLARED = False
+# For a contrast whose goal is "follow": the declared group's log-odds against the others that an
+# edit asks for at least, in every method.
+FOLLOW_MARGIN = 1.0
 
 
 class Settings:
