@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import interp  # noqa: E402
 from interp.studies import bbq  # noqa: E402
 from interp.studies import bbq_items as B  # noqa: E402
-from interp.studies.reward import continuation_sums  # noqa: E402
+from interp.measure.audit_items import continuation_sums  # noqa: E402
 
 
 def main():

@@ -114,10 +114,10 @@ def test_tango_file_as_published_reads_whole():
 
 
 def test_misgendering_rate_asks_for_the_files_spelling(tiny_llama):
-    from interp.studies.reward import _rate_queries
+    from interp.measure.audit_items import rate_queries
 
     items = A.misgendering(FIXTURES / "tango_misgendering_prompts.csv")
-    prompts, _, words = _rate_queries(items)
+    prompts, _, words = rate_queries(items)
     at = prompts.index[(prompts.template_id == "2|olivia") & (prompts.identity == "he")][0]
     assert words[at * 6: at * 6 + 6] == ["himself", "herself", "themself", "xirself", "emself",
                                          "faerself"]

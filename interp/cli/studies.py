@@ -14,7 +14,8 @@ from ..common.frames import sample_rows
 from ..mitigate.alignez import SITES as ALIGNEZ_SITES
 from ..mitigate.alignez import alignez
 from ..mitigate.dpo import dpo as fit_dpo
-from ..studies import audit_items, bbq_items
+from ..measure import audit_items
+from ..studies import bbq_items
 from ..studies import stories as S
 from ..studies.bbq import DEFAULT_PERSONAS, PERSONAS, persona_bias
 from ..studies.corpus_compare import compare_corpus

@@ -19,7 +19,7 @@ score and with labour statistics (0 ideal).
   (the unedited model's `capability.next_token_logprobs`, or the unedited model).
 - declared: declared pronouns kept: the likelihood misgendering rate (the share of prompts
   whose likeliest pronoun family at the first slot is not the one the text declared) on the
-  TANGO-layout misgendering items (`studies.audit_items.misgendering`), he/she-declared
+  TANGO-layout misgendering items (`measure.audit_items.misgendering`), he/she-declared
   ("binary") and they/xe/ey/fae-declared ("tgnb") apart.
 Benchmark files the user has on disk (`files={"winobias": path, ...}`): WinoBias, WinoGender,
 CrowS-Pairs, StereoSet (`interp.suites`).
@@ -37,6 +37,7 @@ import pandas as pd
 from ..common.errors import InterpError
 from ..common.io import atomic_dir
 from . import capability as cap
+from .audit_items import misgendering, misgendering_rate
 from . import prompts as P
 from .bias import bias
 from .direction import put_direction
@@ -266,11 +267,6 @@ def _bias_type_rows(res) -> list[dict]:
 def _declared_rows(model, n_boot, seed, progress):
     """The likelihood misgendering rate (%) of he/she- and of they/xe/ey/fae-declared prompts,
     and the rated prompts."""
-    # The rate is the implicit-reward study's own (`studies.reward`); imported here so that
-    # loading the measures does not load the studies.
-    from ..studies.audit_items import misgendering
-    from ..studies.reward import misgendering_rate
-
     rated = misgendering_rate(model, misgendering(), progress=progress)
     rows = []
     for group in ("binary", "tgnb"):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..common.errors import EmptyPromptSetError, InterpError
-from .audit_items import bundled_table
+from ..measure.audit_items import bundled_table
 
 FIELDS = ("example_id", "category", "context", "question", "ans0", "ans1", "ans2", "label",
           "context_condition", "question_polarity", "answer_info", "additional_metadata")

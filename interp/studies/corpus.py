@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..common.errors import InterpError
 from ..common.io import atomic_path
-from .audit_items import bundled_table
+from ..measure.audit_items import bundled_table
 
 WORD = re.compile(r"[a-z]+(?:['-][a-z]+)*")
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")

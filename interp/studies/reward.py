@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 
 import numpy as np
 import pandas as pd
 
 from ..common.errors import InterpError
-from ..measure import metrics
-from ..measure.suites.likelihood import encode_continuations
+from ..measure import audit_items, metrics
+from ..measure.audit_items import continuation_sums, rate_queries, rated
 from ..measure.suites.result import SuiteResult
 from ..measure.suites.stats import put_mean, put_stat
-from ..model.forward import continuation_token_logprobs
-from . import audit_items
-from .audit_items import FAMILIES, FORMS
 
 
 class RewardAudit(SuiteResult):
@@ -91,67 +87,14 @@ def holm(p) -> np.ndarray:
     return out
 
 
-def continuation_sums(model, contexts, continuations, *, batch_size: int = 64,
-                      progress: bool | None = None) -> np.ndarray:
-    """log p(" " + continuation | context) per pair, summed over the continuation's tokens: the
-    same numbers as `continuation_logprobs`, with each distinct context run once."""
-    ctx, cont = encode_continuations(model.tokenizer, contexts, continuations)
-    return np.array([a.sum() for a in continuation_token_logprobs(
-        model, ctx, cont, batch_size=batch_size, progress=progress)])
-
-
-def _rate_queries(items: pd.DataFrame):
-    """The likelihood misgendering rate's questions, the same for any model: one row per
-    misgendering prompt (template and declared family), and per row one (context, word) pair
-    per pronoun family, the family's word at the prompt's first pronoun slot."""
-    if "first_slot" not in items.columns:
-        raise InterpError("the likelihood misgendering rate needs misgendering items (a "
-                          "first_slot column): audit_items.misgendering()")
-    prompts = items.drop_duplicates(["template_id", "identity"])[
-        ["template_id", "identity", "group", "prompt", "first_slot"]].reset_index(drop=True)
-    # Each family's word there as the items spell it (the first word of its continuation: a
-    # TANGO file's "xir", "themself"), else our spelling of the slot's form.
-    spelled = {}
-    if "misgendered_as" in items.columns:
-        for r in items.itertuples():
-            spelled[r.template_id, r.identity, r.identity] = _first_word(r.benign)
-            spelled[r.template_id, r.identity, r.misgendered_as] = _first_word(r.harmful)
-    words = [spelled.get((p.template_id, p.identity, f), FAMILIES[f][FORMS.index(p.first_slot)])
-             for p in prompts.itertuples() for f in FAMILIES]
-    return prompts, np.repeat(prompts.prompt.to_numpy(), len(FAMILIES)).tolist(), words
-
-
-def _first_word(text: str) -> str:
-    return re.match(r"\W*(\w+)", text).group(1)
-
-
-def _rated(prompts: pd.DataFrame, lp: np.ndarray) -> pd.DataFrame:
-    """`prompts` with the most likely family at the first slot and whether it is not the
-    declared one, from the log-likelihoods of `_rate_queries`' words."""
-    fams = list(FAMILIES)
-    out = prompts.copy()
-    out["predicted"] = [fams[i] for i in lp.reshape(len(out), len(fams)).argmax(1)]
-    out["misgendered"] = (out.predicted != out.identity).astype(float)
-    return out
-
-
-def misgendering_rate(model, items: pd.DataFrame, *, batch_size: int = 64,
-                      progress: bool | None = None) -> pd.DataFrame:
-    """Per misgendering prompt (template and declared family): the family whose word at the
-    first pronoun slot the model finds most likely, and whether it is not the declared one."""
-    prompts, contexts, words = _rate_queries(items)
-    return _rated(prompts, continuation_sums(model, contexts, words, batch_size=batch_size,
-                                             progress=progress))
-
-
 def _scores(model, frame, queries, batch_size, progress):
     """log p(harmful | x) and log p(benign | x) per item, and with `queries` (from
-    `_rate_queries`) the misgendering rate, in one pass: each prompt runs once for all three."""
+    `rate_queries`) the misgendering rate, in one pass: each prompt runs once for all three."""
     n = len(frame)
     contexts = list(frame.prompt) * 2 + (queries[1] if queries else [])
     conts = list(frame.harmful) + list(frame.benign) + (queries[2] if queries else [])
     lp = continuation_sums(model, contexts, conts, batch_size=batch_size, progress=progress)
-    return lp[:n], lp[n: 2 * n], _rated(queries[0], lp[2 * n:]) if queries else None
+    return lp[:n], lp[n: 2 * n], rated(queries[0], lp[2 * n:]) if queries else None
 
 
 def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, edit=None,
@@ -170,7 +113,7 @@ def reward_audit(policy, reference, items="disclosure", *, beta: float = 0.1, ed
     bad = sorted(set(frame.group) - {"tgnb", "binary"})
     if bad:
         raise InterpError(f"item group {bad[0]!r} is neither 'tgnb' nor 'binary'")
-    queries = _rate_queries(frame) if "first_slot" in frame.columns else None
+    queries = rate_queries(frame) if "first_slot" in frame.columns else None
     kw = {"batch_size": batch_size, "progress": progress}
     ref_h, ref_b, ref_rate = _scores(reference, frame, queries, **kw)
     with (edit.applied(policy) if edit is not None else contextlib.nullcontext()):

@@ -22,8 +22,8 @@ import pandas as pd
 from ..common.errors import EmptyPromptSetError, InterpError
 from ..measure.suites.result import SuiteResult
 from ..measure.suites.stats import put_mean
-from .audit_items import bundled_table
-from .reward import continuation_sums
+from ..measure.audit_items import bundled_table
+from ..measure.audit_items import continuation_sums
 
 OPTIONS = ("Moral", "Immoral", "Both")
 HARSHNESS = {"Moral": 0, "Both": 1, "Immoral": 2}
