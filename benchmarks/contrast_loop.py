@@ -10,8 +10,9 @@ published data the fit never saw.
    MLP and attention cells) gives the edit's sites; the atlas's summary of the same trace reads
    where the effects sit (bottom-third share of the MLP effect at the span's last token, top-third share of the
    attention effect at the last token: the LSDM paper's pattern).
-2. Edit: LSDM with the contrast (`interp.lsdm(model, contrast=...)`), fitted on the contrast's
-   train prompts only (our own contexts filled with the published group terms).
+2. Edit: LSDM with the contrast (`interp.lsdm(model, contrast=...)`), or with --recipe ft/cda a
+   fine-tune of the same weights, fitted on the contrast's train prompts only (our own contexts
+   filled with the published group terms).
 3. Verify, before → after:
    - the contrast's test part (subjects never fitted);
    - misgendering: the likelihood misgendering rate and the implicit-reward audit on the
@@ -41,6 +42,8 @@ from interp.locate.atlas import Atlas, third_share  # noqa: E402
 from interp.measure.capability import next_token_logprobs  # noqa: E402
 from interp.measure.contrast import measure_contrast  # noqa: E402
 from interp.measure.prompts import pick  # noqa: E402
+from interp.mitigate.finetune import finetune  # noqa: E402
+from interp.mitigate.recipes import RECIPES  # noqa: E402
 from interp.mitigate.sites import SITE_PROMPTS  # noqa: E402
 from interp.measure.suites.crows_pairs import load_crows_pairs, score_crows_pairs  # noqa: E402
 
@@ -87,6 +90,8 @@ def main():
     ap.add_argument("--tango", type=Path, default=None,
                     help="TANGO's misgendering_prompts.csv as published (amazon-science/tango)")
     ap.add_argument("--bbq", type=Path, default=None, help="BBQ's JSONL of the contrast's category")
+    ap.add_argument("--recipe", default="lsdm", choices=("lsdm", "ft", "cda"),
+                    help="the edit: LSDM, or a fine-tune of the same weights on the same prompts")
     ap.add_argument("--site-prompts", type=int, default=SITE_PROMPTS,
                     help="train prompts traced to find the sites (a follow contrast's trace "
                          "costs several sequences per prompt)")
@@ -109,12 +114,21 @@ def main():
     print("sites", sites.text(), "|", record["localisation"], flush=True)
 
     t1 = time.perf_counter()
-    edit = interp.lsdm(model, contrast=c, layers=sites.mlp, attn_layers=sites.attn,
-                       strict=False, progress=False)
+    if args.recipe == "lsdm":
+        edit = interp.lsdm(model, contrast=c, layers=sites.mlp, attn_layers=sites.attn,
+                           strict=False, progress=False)
+    else:
+        edit = finetune(model, c.prompts(model, "train"), layers=sites.mlp,
+                        attn_layers=sites.attn, objective=RECIPES[args.recipe].method,
+                        contrast=c, progress=False)
+    record["recipe"] = args.recipe
     record["edit_s"] = round(time.perf_counter() - t1, 1)
-    record["targets"] = {k: v for k, v in edit.meta["targets"].items() if k != "history"}
-    record["fitted"] = edit.meta["fitted_prompts"]
-    print("fitted", record["fitted"], flush=True)
+    if args.recipe == "lsdm":
+        record["targets"] = {k: v for k, v in edit.meta["targets"].items() if k != "history"}
+        record["fitted"] = edit.meta["fitted_prompts"]
+        print("fitted", record["fitted"], flush=True)
+    else:
+        record["loss"] = {"first": edit.meta["loss_first"], "last": edit.meta["loss_last"]}
 
     before = {"contrast": contrast_parts(model, c)}
     reference = next_token_logprobs(model)
@@ -138,7 +152,8 @@ def main():
     record["before"], record["after"] = before, after
     record["total_s"] = round(time.perf_counter() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"contrast-{c.name}-{model.name.split('/')[-1]}.json"
+    recipe = "" if args.recipe == "lsdm" else f"-{args.recipe}"
+    path = args.out / f"contrast-{c.name}{recipe}-{model.name.split('/')[-1]}.json"
     with atomic_write(path) as f:
         f.write(json.dumps(record, indent=1, default=str))
     print(json.dumps(record, indent=1, default=str))
