@@ -39,12 +39,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import interp  # noqa: E402
 from interp.common.io import atomic_write  # noqa: E402
 from interp.locate.atlas import Atlas, third_share  # noqa: E402
+from interp.measure import audit_items  # noqa: E402
 from interp.measure.capability import next_token_logprobs  # noqa: E402
 from interp.measure.contrast import measure_contrast  # noqa: E402
 from interp.measure.prompts import pick  # noqa: E402
 from interp.mitigate.finetune import finetune  # noqa: E402
 from interp.mitigate.recipes import RECIPES  # noqa: E402
-from interp.mitigate.sites import SITE_PROMPTS  # noqa: E402
+from interp.mitigate.sites import SITE_PROMPTS, Sites  # noqa: E402
 from interp.measure.suites.crows_pairs import load_crows_pairs, score_crows_pairs  # noqa: E402
 
 CROWS_TYPE = {"religion": "religion", "race": "race-color"}
@@ -63,7 +64,7 @@ def misgendering(model, edit, items="misgendering") -> dict:
     """The implicit-reward audit of the edit against the unedited model on misgendering items
     (the bundled TANGO-layout ones, or TANGO's published file), with both models' likelihood
     misgendering rate per group."""
-    audit = interp.reward_audit(model, model, str(items), edit=edit, progress=False)
+    audit = interp.reward_audit(model, model, items, edit=edit, progress=False)
     return {k: v for k, v in audit.summary.items() if not k.endswith(("_lo", "_hi"))}
 
 
@@ -95,6 +96,8 @@ def main():
     ap.add_argument("--site-prompts", type=int, default=SITE_PROMPTS,
                     help="train prompts traced to find the sites (a follow contrast's trace "
                          "costs several sequences per prompt)")
+    ap.add_argument("--sites", default=None,
+                    help="MLP and attention layers, e.g. 24,25,26,27,28,29/27,28: no trace")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     c = interp.contrast(args.contrast)
@@ -102,16 +105,22 @@ def main():
     record: dict = {"model": model.name, "contrast": c.name}
     t0 = time.perf_counter()
 
-    traced = pick(c.prompts(model, "train"), args.site_prompts, seed=0)
-    sites, located = interp.find_sites(model, traced, contrast=c, progress=False)
-    record["site_prompts"] = len(traced)
-    record["sites"] = {"mlp": sites.mlp, "attn": sites.attn}
-    record["trace_s"] = round(time.perf_counter() - t0, 1)
-    at = Atlas({c.name: located}, {"model": model.name})
-    record["localisation"] = at.summary().iloc[0].to_dict()
-    record["localisation"]["mlp_share_top_third_at_span"] = third_share(
-        at.profile(c.name, "mlp"), "top")
-    print("sites", sites.text(), "|", record["localisation"], flush=True)
+    if args.sites:  # a previous run's sites: no trace, no localisation
+        mlp, attn = ([int(x) for x in part.split(",") if x]
+                     for part in args.sites.partition("/")[::2])
+        sites = Sites(mlp, attn, "given")
+        record["sites"] = {"mlp": sites.mlp, "attn": sites.attn, "given": True}
+    else:
+        traced = pick(c.prompts(model, "train"), args.site_prompts, seed=0)
+        sites, located = interp.find_sites(model, traced, contrast=c, progress=False)
+        record["site_prompts"] = len(traced)
+        record["sites"] = {"mlp": sites.mlp, "attn": sites.attn}
+        record["trace_s"] = round(time.perf_counter() - t0, 1)
+        at = Atlas({c.name: located}, {"model": model.name})
+        record["localisation"] = at.summary().iloc[0].to_dict()
+        record["localisation"]["mlp_share_top_third_at_span"] = third_share(
+            at.profile(c.name, "mlp"), "top")
+        print("sites", sites.text(), "|", record["localisation"], flush=True)
 
     t1 = time.perf_counter()
     if args.recipe == "lsdm":
@@ -137,10 +146,13 @@ def main():
         after = {"contrast": contrast_parts(model, c)}
         after["capability"] = values(interp.evaluate(model, (*CAPABILITY, "kl"),
                                                      reference=reference, progress=False))
+    record["before"], record["after"] = before, after
+    save(args.out, c.name, args.recipe, model, record)  # the audits below take long
     if c.name == "misgendering":
         record["audit"] = misgendering(model, edit)
         if args.tango:
-            record["audit_tango"] = misgendering(model, edit, args.tango)
+            record["audit_tango"] = misgendering(model, edit,
+                                                 audit_items.misgendering(args.tango))
     if args.crows_pairs and c.name in CROWS_TYPE:
         before["crows_pairs"] = crows(model, args.crows_pairs, CROWS_TYPE[c.name])
         with edit.applied(model):
@@ -151,12 +163,16 @@ def main():
             after["bbq"] = bbq(model, args.bbq)
     record["before"], record["after"] = before, after
     record["total_s"] = round(time.perf_counter() - t0, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    recipe = "" if args.recipe == "lsdm" else f"-{args.recipe}"
-    path = args.out / f"contrast-{c.name}{recipe}-{model.name.split('/')[-1]}.json"
+    save(args.out, c.name, args.recipe, model, record)
+    print(json.dumps(record, indent=1, default=str))
+
+
+def save(out: Path, name: str, recipe: str, model, record: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = "" if recipe == "lsdm" else f"-{recipe}"
+    path = out / f"contrast-{name}{recipe}-{model.name.split('/')[-1]}.json"
     with atomic_write(path) as f:
         f.write(json.dumps(record, indent=1, default=str))
-    print(json.dumps(record, indent=1, default=str))
 
 
 if __name__ == "__main__":
