@@ -484,6 +484,13 @@ def is_gender(c: Contrast) -> bool:
     return c == gender_contrast()
 
 
+def other_than_gender(c) -> Contrast | None:
+    """`c` (a `Contrast`, a built-in's name or a file) resolved, or None when it is None or the
+    gender contrast: the methods' own he/she path then runs."""
+    c = None if c is None else contrast(c)
+    return None if c is None or is_gender(c) else c
+
+
 def _builtin_files() -> dict[str, object]:
     folder = resources.files("interp.data").joinpath(BUILTIN_DIR)
     return {p.name.rsplit(".", 1)[0]: p for p in folder.iterdir() if p.name.endswith(".toml")}

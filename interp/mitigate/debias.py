@@ -23,8 +23,7 @@ from pathlib import Path
 
 from ..common.errors import InterpError
 from ..common.io import atomic_path
-from ..measure.contrast import contrast as contrast_of
-from ..measure.contrast import is_gender
+from ..measure.contrast import other_than_gender
 from .edit import Edit
 from .finetune import finetune
 from .lsdm import lsdm
@@ -246,8 +245,8 @@ def debias(model, recipe: str = "auto", *, contrast=None, seed: int = 0,
     contrast's train prompts at the sites a trace of its lean chooses, and says so; "ft" and
     "cda" fine-tune the same weights on the same prompts with the contrast's loss
     (`interp.mitigate.finetune`)."""
-    contrast = None if contrast is None else contrast_of(contrast)
-    if contrast is not None and not is_gender(contrast):
+    contrast = other_than_gender(contrast)
+    if contrast is not None:
         return contrast_recipe(model, recipe, contrast, seed=seed, progress=progress, **changes)
     choice, how = lookup(model, records)
     if recipe == "auto":

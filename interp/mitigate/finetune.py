@@ -39,8 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..locate.readout import contrast_sequences
-from ..measure.contrast import contrast as contrast_of
-from ..measure.contrast import is_gender
+from ..measure.contrast import other_than_gender
 from ..measure.prompts import PromptSet
 from ..model.forward import batches
 from ..model.runner import Runner, pad_ids
@@ -153,9 +152,7 @@ def finetune(model, prompts: PromptSet, *, layers: Sequence[int], attn_layers: S
     if objective not in OBJECTIVES:
         raise EditError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
     prompts.require_nonempty()
-    contrast = None if contrast is None else contrast_of(contrast)
-    if contrast is not None and is_gender(contrast):
-        contrast = None
+    contrast = other_than_gender(contrast)
     if contrast is not None:
         if objective == "cda" and contrast.goal == "follow":
             raise EditError(f"cda raises every group's continuation alike, which a 'follow' "

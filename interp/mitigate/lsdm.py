@@ -29,7 +29,7 @@ import torch
 
 from ..common.errors import TemplateError
 from ..measure.contrast import contrast as contrast_of
-from ..measure.contrast import is_gender
+from ..measure.contrast import other_than_gender
 from ..measure.prompts import TEMPLATES, PromptSet, check_template, definitional
 from ..model.forward import last_token_logprobs
 from .edit import Edit, EditError, forward_order
@@ -383,9 +383,7 @@ def lsdm(model, prompts: PromptSet | None = None, *, contrast=None,
     sites come from a trace of its lean, prompts default to its train prompts and "auto"
     preserves nothing. The gender contrast is the default he/she edit."""
     s = (settings or LSDMSettings()).with_(**changes)
-    contrast = None if contrast is None else contrast_of(contrast)
-    if contrast is not None and is_gender(contrast):
-        contrast = None
+    contrast = other_than_gender(contrast)
     if prompts is None:
         if contrast is None:
             raise EditError("nothing to fit: pass prompts (e.g. interp.prompts.contexts(model)) "
