@@ -10,9 +10,10 @@ published data the fit never saw.
    MLP and attention cells) gives the edit's sites; the atlas's summary of the same trace reads
    where the effects sit (bottom-third share of the MLP effect at the span's last token, top-third share of the
    attention effect at the last token: the LSDM paper's pattern).
-2. Edit: LSDM with the contrast (`interp.lsdm(model, contrast=...)`), or with --recipe ft/cda a
-   fine-tune of the same weights, fitted on the contrast's train prompts only (our own contexts
-   filled with the published group terms).
+2. Edit: LSDM with the contrast (`interp.lsdm(model, contrast=...)`), with --recipe ft/cda a
+   fine-tune of the same weights, or with --recipe project the projection baseline (the
+   groups' preference erased from the same outputs), fitted on the contrast's train prompts
+   only (our own contexts filled with the published group terms).
 3. Verify, before → after:
    - the contrast's test part (subjects never fitted);
    - misgendering: the likelihood misgendering rate and the implicit-reward audit on the
@@ -44,6 +45,7 @@ from interp.measure.capability import next_token_logprobs  # noqa: E402
 from interp.measure.contrast import measure_contrast  # noqa: E402
 from interp.measure.prompts import pick  # noqa: E402
 from interp.mitigate.finetune import finetune  # noqa: E402
+from interp.mitigate.project import project  # noqa: E402
 from interp.mitigate.recipes import RECIPES  # noqa: E402
 from interp.mitigate.sites import SITE_PROMPTS, Sites  # noqa: E402
 from interp.measure.suites.crows_pairs import load_crows_pairs, score_crows_pairs  # noqa: E402
@@ -91,8 +93,9 @@ def main():
     ap.add_argument("--tango", type=Path, default=None,
                     help="TANGO's misgendering_prompts.csv as published (amazon-science/tango)")
     ap.add_argument("--bbq", type=Path, default=None, help="BBQ's JSONL of the contrast's category")
-    ap.add_argument("--recipe", default="lsdm", choices=("lsdm", "ft", "cda"),
-                    help="the edit: LSDM, or a fine-tune of the same weights on the same prompts")
+    ap.add_argument("--recipe", default="lsdm", choices=("lsdm", "ft", "cda", "project"),
+                    help="the edit: LSDM, a fine-tune of the same weights on the same prompts, "
+                         "or the projection baseline (balance contrasts)")
     ap.add_argument("--site-prompts", type=int, default=SITE_PROMPTS,
                     help="train prompts traced to find the sites (a follow contrast's trace "
                          "costs several sequences per prompt)")
@@ -101,6 +104,9 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     c = interp.contrast(args.contrast)
+    if c.goal == "follow" and args.recipe in ("cda", "project"):
+        ap.error(f"--recipe {args.recipe} cannot follow the declared group of {c.name!r}; "
+                 "use lsdm or ft")
     model = interp.load_model(args.model) if args.model else interp.load_model()
     record: dict = {"model": model.name, "contrast": c.name}
     t0 = time.perf_counter()
@@ -126,6 +132,8 @@ def main():
     if args.recipe == "lsdm":
         edit = interp.lsdm(model, contrast=c, layers=sites.mlp, attn_layers=sites.attn,
                            strict=False, progress=False)
+    elif args.recipe == "project":
+        edit = project(model, layers=sites.mlp, attn_layers=sites.attn, contrast=c)
     else:
         edit = finetune(model, c.prompts(model, "train"), layers=sites.mlp,
                         attn_layers=sites.attn, objective=RECIPES[args.recipe].method,
@@ -136,7 +144,7 @@ def main():
         record["targets"] = {k: v for k, v in edit.meta["targets"].items() if k != "history"}
         record["fitted"] = edit.meta["fitted_prompts"]
         print("fitted", record["fitted"], flush=True)
-    else:
+    elif args.recipe != "project":
         record["loss"] = {"first": edit.meta["loss_first"], "last": edit.meta["loss_last"]}
 
     before = {"contrast": contrast_parts(model, c)}

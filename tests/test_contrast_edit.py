@@ -131,3 +131,67 @@ def test_a_fine_tune_takes_a_contrast(tiny_llama, name, objective):
         assert after["lean"] > before["lean"] and after["missed"] < before["missed"]
     with pytest.raises(interp.InterpError, match="does not ask"):
         finetune(tiny_llama, ps, layers=[2], objective="cda", contrast="misgendering")
+
+
+def _last_token_acts(model, ps, hook):
+    rows = []
+    for p in ps:
+        _, cache = model.bridge.run_with_cache(torch.tensor([list(p.input_ids)]),
+                                               names_filter=hook)
+        rows.append(cache[hook][0, -1].double())
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("name", ["religion", "race"])
+def test_a_projection_erases_a_contrasts_groups(tiny_llama, name):
+    """LEACE with a k − 1 dimensional concept: after the erasure nothing at the site covaries
+    with any group's log-probability against the first's, and the weight edit has rank k − 1."""
+    from interp.mitigate.project import bias_directions, project
+
+    c = contrast(name)
+    ps = c.prompts(tiny_llama, "train")[:60]
+    hook = tiny_llama.arch.hook("mlp", 2)
+    (C, R, mean), = bias_directions(tiny_llama, ps, {"x": hook}, ridge=0.0,
+                                    contrast=c).values()
+    k = len(c.group_names)
+    assert C.shape[1] == R.shape[1] == k - 1
+    assert torch.allclose(R.double().T @ C.double(), torch.eye(k - 1, dtype=torch.float64),
+                          atol=1e-3)
+    items = [{"text": p.text, "slot": p.slot, "group": p.group} for p in ps]
+    import pandas as pd
+    lp = torch.tensor(c.logprobs(tiny_llama, pd.DataFrame(items), progress=False)[
+        list(c.group_names)].to_numpy())
+    Y = lp[:, 1:] - lp[:, :1]
+    O = _last_token_acts(tiny_llama, ps, hook)
+    X = O - O.mean(0)
+    want = X.T @ (Y - Y.mean(0)) / len(Y)
+    assert torch.allclose(C.double(), want, atol=1e-4 * float(want.abs().max()) + 1e-7)
+    erased = X - (X @ R.double()) @ C.double().T
+    assert (erased.T @ (Y - Y.mean(0)) / len(Y)).abs().max() < 1e-3 * want.abs().max()
+
+    edit = project(tiny_llama, layers=[2], contrast=c)
+    assert edit.meta["contrast"] == name and edit.updates[2][0].shape[1] == k - 1
+    (_, R_fit, _), = bias_directions(tiny_llama, c.prompts(tiny_llama, "train"), {"x": hook},
+                                     contrast=c).values()
+    before = _last_token_acts(tiny_llama, ps, hook) @ R_fit.double()
+    with edit.applied(tiny_llama):
+        after = _last_token_acts(tiny_llama, ps, hook) @ R_fit.double()
+    assert before.abs().max() > 1e-3
+    assert after.abs().max() < 1e-4 * max(1.0, float(before.abs().max()))
+
+
+def test_a_projection_refuses_to_follow_a_declared_group(tiny_llama):
+    from interp.mitigate.edit import EditError
+    from interp.mitigate.project import project, steer
+
+    with pytest.raises(EditError, match="cannot follow the declared group"):
+        project(tiny_llama, layers=[2], contrast="misgendering")
+    with pytest.raises(EditError, match="cannot follow the declared group"):
+        steer(tiny_llama, layer=1, contrast="misgendering")
+    s = steer(tiny_llama, layer=1, contrast="religion")
+    ids = torch.tensor([list(contrast("religion").prompts(tiny_llama, "test")[0].input_ids)])
+    with torch.no_grad():
+        plain = tiny_llama.hf(ids).logits
+        with s.applied(tiny_llama):
+            steered = tiny_llama.hf(ids).logits
+    assert s.direction.shape[1] == 2 and (steered - plain).abs().max() > 1e-4
