@@ -18,7 +18,8 @@ Measured:
 
     python benchmarks/keep_declared.py [--model gemma-3-270m] [--recipe lsdm] [--no-suites]
         [--variant keep_declared=true,preserve_weight=1.0 --variant follow_declared=true]
-Writes benchmarks/results/keep-declared-<recipe>-<model>.json.
+        [--tag follow]
+Writes benchmarks/results/keep-declared-<recipe>[-<tag>]-<model>.json.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def main():
     ap.add_argument("--variant", action="append", default=None,
                     help="settings of one way to keep declared pronouns, e.g. "
                          "keep_declared=true,preserve_weight=1.0 (repeatable)")
+    ap.add_argument("--no-plain", action="store_true",
+                    help="skip the edit without a variant (its row is in an earlier run's file)")
+    ap.add_argument("--tag", default="",
+                    help="a word in the results file's name, so that runs of other variants "
+                         "do not overwrite each other")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     model = interp.load_model(args.model) if args.model else interp.load_model()
@@ -69,7 +75,7 @@ def main():
     record: dict = {"model": model.name, "recipe": args.recipe,
                     "unedited": values(interp.evaluate(model, suites)) if suites else {}}
     reference = next_token_logprobs(model)
-    for variant in ("", *(args.variant or VARIANTS)):
+    for variant in ((() if args.no_plain else ("",)) + tuple(args.variant or VARIANTS)):
         t = time.perf_counter()
         edit = interp.debias(model, args.recipe, **settings(variant))
         fit_s = time.perf_counter() - t
@@ -81,7 +87,8 @@ def main():
             "audit": {k: v for k, v in audit.summary.items() if not k.endswith(("_lo", "_hi"))}}
         print(variant or "edit", json.dumps(record[variant or "edit"], indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"keep-declared-{args.recipe}-{model.name.split('/')[-1]}.json"
+    tag = f"-{args.tag}" if args.tag else ""
+    name = f"keep-declared-{args.recipe}{tag}-{model.name.split('/')[-1]}.json"
     with atomic_write(args.out / name) as f:
         f.write(json.dumps(record, indent=1))
 

@@ -35,7 +35,7 @@ BASE = {
     "trace": {"prompts": ["train"], "corruptions": ["noise"], "kinds": [["mlp", "attn"]],
               "windows": [1, 2], "samples": 1},
     "edit": {"prompts": "train", "eval": ["train", "test"], "definitional": "defs",
-             "layers": [[0, 1]], "lam": [100.0, 1000.0], "suites": ["facts", "definitional"],
+             "layers": [[0, 1]], "lam": [100.0, 1000.0], "suites": ["facts", "definitional", "declared"],
              "strict": False, "n_prefixes": 1, "prefix_len": 4, "stats_tokens": 1000},
 }
 N_TRACES, N_EDITS = 2, 2
@@ -145,7 +145,7 @@ def test_a_config_dict_is_saved_as_equivalent_toml(finished):
 # A run and its table
 
 
-def test_run_writes_one_row_per_cell(finished):
+def test_run_writes_one_row_per_cell(finished, tiny_llama):
     out = finished.out
     frame = pd.read_csv(out / "results.csv")
     cells = grid(config(), "tiny-llama")
@@ -159,8 +159,13 @@ def test_run_writes_one_row_per_cell(finished):
     for column in ["train_abs_gap_before", "train_abs_gap_after", "train_abs_gap_change",
                    "test_abs_logodds_before", "test_abs_logodds_after",
                    "test_abs_logodds_change", "definitional_acc_before",
-                   "definitional_acc_after", "facts_acc_after"]:
+                   "definitional_acc_after", "facts_acc_after", "misgendered_binary_before",
+                   "misgendered_tgnb_after"]:
         assert edits[column].notna().all(), column
+    declared = interp.evaluate(tiny_llama, ["declared"], progress=False).frame
+    for group in ("binary", "tgnb"):  # the same rate `interp.evaluate` reports
+        want = declared.loc[declared.metric == f"misgendered_{group}", "value"].item()
+        assert edits[f"misgendered_{group}_before"].tolist() == pytest.approx([want] * 2)
     baseline = json.loads((out / "baseline.json").read_text())["metrics"]
     assert (edits["train_abs_logodds_before"] == baseline["train_abs_logodds"]).all()
     for cell in cells:  # artefacts beside each done.json

@@ -207,7 +207,7 @@ def evaluate(model, suites: Sequence[str] = DEFAULT_SUITES, *, reference=None,
             details[res.name] = res
             rows += _suite_rows(res)
     if "declared" in suites:
-        r = _declared_rows(model, n_boot, seed, progress)
+        r = declared_rows(model, n_boot, seed, progress)
         rows += r[0]
         details["declared"] = r[1]
     runners = {"definitional": lambda: cap.definitional(model, n_boot=n_boot, seed=seed),
@@ -264,7 +264,7 @@ def _bias_type_rows(res) -> list[dict]:
             for _, r in table.iterrows() for m in metrics]
 
 
-def _declared_rows(model, n_boot, seed, progress):
+def declared_rows(model, n_boot, seed, progress):
     """The likelihood misgendering rate (%) of he/she- and of they/xe/ey/fae-declared prompts,
     and the rated prompts."""
     rated = misgendering_rate(model, misgendering(), progress=progress)

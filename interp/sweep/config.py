@@ -38,7 +38,7 @@ SOURCES = ("professions", "definitional", "jsonl", "contrast")
 
 SPLITS = ("train", "test", "all")
 
-EDIT_SUITES = ("facts", "perplexity", "definitional", "kl")
+EDIT_SUITES = ("facts", "perplexity", "definitional", "declared", "kl")
 
 BUNDLED_ALIASES = ("bundled", "smollm2-135m-instruct")
 

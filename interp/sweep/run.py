@@ -24,6 +24,7 @@ from ..measure import prompts as P
 from ..measure.bias import bias as measure_bias
 from ..measure.contrast import contrast as read_contrast
 from ..measure.contrast import is_gender
+from ..measure.evaluate import declared_rows
 from ..mitigate import lsdm as fitting  # (looked up at each call)
 from ..mitigate.lean import contrast_logprobs, lean_measures
 from ..model.load import BUNDLED_NAME, load_model
@@ -207,7 +208,10 @@ class SweepRun:
                 ps = self.prompts(name)
                 lean = lean_measures(contrast, contrast_logprobs(self.model, contrast, ps), ps)
                 numbers.update({f"{name}_{k}": v for k, v in lean.items()})
-        suites = [s for s in e["suites"] if s not in ("definitional", "kl")]
+        if "declared" in e["suites"]:  # declared pronouns kept, as `interp.evaluate` measures
+            rows, _ = declared_rows(self.model, n_boot=200, seed=self.cfg.seed, progress=False)
+            numbers.update({r["metric"]: r["value"] for r in rows})
+        suites = [s for s in e["suites"] if s not in ("definitional", "declared", "kl")]
         results = list(C.capability(self.model, suites, text=self.heldout(),
                                     seed=self.cfg.seed).results.values())
         if "definitional" in e["suites"]:
