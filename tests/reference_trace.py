@@ -139,3 +139,14 @@ def reference_contrast_trace(model, prompts, corruption, contrast, *, kinds, win
                 out[key] = run(lambda g, names=names, pos=pos, h=h: [
                     (n, _setter(clean_caches[g][n], pos, h)) for n in names])
     return out, clean_m, corrupt_m
+
+
+def last_token_acts(model, prompts, hook):
+    """Each prompt's activation at `hook` on its last token, read by a plain `run_with_cache`,
+    one prompt at a time (float64 rows)."""
+    rows = []
+    for p in prompts:
+        _, cache = model.bridge.run_with_cache(torch.tensor([list(p.input_ids)]),
+                                               names_filter=hook)
+        rows.append(cache[hook][0, -1].double())
+    return torch.stack(rows)

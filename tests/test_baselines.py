@@ -11,6 +11,7 @@ from interp.mitigate.finetune import _factor, finetune
 from interp.mitigate.project import bias_directions, project, steer
 from interp.model.forward import last_token_logprobs
 from interp.model.runner import Runner
+from reference_trace import last_token_acts
 
 
 def _pronoun_logprobs(model, ps):
@@ -113,19 +114,11 @@ def test_bad_baseline_arguments_are_clear_errors(tiny_llama, fit_prompts):
 
 # ---- projection (DAMA-style) and steering ----------------------------------------------------
 
-def _last_token_acts(model, ps, hook):
-    rows = []
-    for p in ps:
-        _, cache = model.bridge.run_with_cache(torch.tensor([list(p.input_ids)]),
-                                               names_filter=hook)
-        rows.append(cache[hook][0, -1].double())
-    return torch.stack(rows)
-
 
 def test_the_bias_direction_erases_the_covariance_with_the_log_odds(tiny_llama, fit_prompts):
     hook = tiny_llama.arch.hook("mlp", 2)
     (c, r, mean), = bias_directions(tiny_llama, fit_prompts, {"x": hook}, ridge=0.0).values()
-    O = _last_token_acts(tiny_llama, fit_prompts, hook)
+    O = last_token_acts(tiny_llama, fit_prompts, hook)
     m, f = _pronoun_logprobs(tiny_llama, fit_prompts)
     y = (f - m).double()
     X = O - O.mean(0)
@@ -143,10 +136,10 @@ def test_a_projection_edit_removes_its_direction_from_the_outputs(tiny_llama, fi
     edit = project(tiny_llama, fit_prompts, layers=[2], attn_layers=[1])
     hook = tiny_llama.arch.hook("mlp", 2)
     (_, r, _), = bias_directions(tiny_llama, fit_prompts, {"x": hook}).values()
-    before = _last_token_acts(tiny_llama, fit_prompts, hook) @ r.double()
+    before = last_token_acts(tiny_llama, fit_prompts, hook) @ r.double()
     with edit.applied(tiny_llama):
         # the attention projection below changes the MLP's input a little: read its output now
-        after = _last_token_acts(tiny_llama, fit_prompts, hook) @ r.double()
+        after = last_token_acts(tiny_llama, fit_prompts, hook) @ r.double()
     assert before.abs().max() > 1e-3
     assert after.abs().max() < 1e-4 * max(1.0, float(before.abs().max()))
     assert edit.meta["method"] == "project" and edit.attn_layers == [1]

@@ -2,6 +2,7 @@
 reaches them, the fitted prompts move, and the gender contrast is the he/she edit itself."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -9,6 +10,9 @@ import interp
 from interp.locate.atlas import Atlas
 from interp.measure import prompts as P
 from interp.measure.contrast import contrast
+from interp.mitigate.edit import EditError
+from interp.mitigate.project import bias_directions, project, steer
+from reference_trace import last_token_acts
 
 FIT = dict(layers=[1, 2], attn_layers=[2], lam=0.1, iters=4, stats_tokens=1500, strict=False,
            progress=False)
@@ -133,21 +137,10 @@ def test_a_fine_tune_takes_a_contrast(tiny_llama, name, objective):
         finetune(tiny_llama, ps, layers=[2], objective="cda", contrast="misgendering")
 
 
-def _last_token_acts(model, ps, hook):
-    rows = []
-    for p in ps:
-        _, cache = model.bridge.run_with_cache(torch.tensor([list(p.input_ids)]),
-                                               names_filter=hook)
-        rows.append(cache[hook][0, -1].double())
-    return torch.stack(rows)
-
-
 @pytest.mark.parametrize("name", ["religion", "race"])
 def test_a_projection_erases_a_contrasts_groups(tiny_llama, name):
     """LEACE with a k − 1 dimensional concept: after the erasure nothing at the site covaries
     with any group's log-probability against the first's, and the weight edit has rank k − 1."""
-    from interp.mitigate.project import bias_directions, project
-
     c = contrast(name)
     ps = c.prompts(tiny_llama, "train")[:60]
     hook = tiny_llama.arch.hook("mlp", 2)
@@ -158,11 +151,10 @@ def test_a_projection_erases_a_contrasts_groups(tiny_llama, name):
     assert torch.allclose(R.double().T @ C.double(), torch.eye(k - 1, dtype=torch.float64),
                           atol=1e-3)
     items = [{"text": p.text, "slot": p.slot, "group": p.group} for p in ps]
-    import pandas as pd
     lp = torch.tensor(c.logprobs(tiny_llama, pd.DataFrame(items), progress=False)[
         list(c.group_names)].to_numpy())
     Y = lp[:, 1:] - lp[:, :1]
-    O = _last_token_acts(tiny_llama, ps, hook)
+    O = last_token_acts(tiny_llama, ps, hook)
     X = O - O.mean(0)
     want = X.T @ (Y - Y.mean(0)) / len(Y)
     assert torch.allclose(C.double(), want, atol=1e-4 * float(want.abs().max()) + 1e-7)
@@ -173,17 +165,14 @@ def test_a_projection_erases_a_contrasts_groups(tiny_llama, name):
     assert edit.meta["contrast"] == name and edit.updates[2][0].shape[1] == k - 1
     (_, R_fit, _), = bias_directions(tiny_llama, c.prompts(tiny_llama, "train"), {"x": hook},
                                      contrast=c).values()
-    before = _last_token_acts(tiny_llama, ps, hook) @ R_fit.double()
+    before = last_token_acts(tiny_llama, ps, hook) @ R_fit.double()
     with edit.applied(tiny_llama):
-        after = _last_token_acts(tiny_llama, ps, hook) @ R_fit.double()
+        after = last_token_acts(tiny_llama, ps, hook) @ R_fit.double()
     assert before.abs().max() > 1e-3
     assert after.abs().max() < 1e-4 * max(1.0, float(before.abs().max()))
 
 
 def test_a_projection_refuses_to_follow_a_declared_group(tiny_llama):
-    from interp.mitigate.edit import EditError
-    from interp.mitigate.project import project, steer
-
     with pytest.raises(EditError, match="cannot follow the declared group"):
         project(tiny_llama, layers=[2], contrast="misgendering")
     with pytest.raises(EditError, match="cannot follow the declared group"):
