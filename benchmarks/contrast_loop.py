@@ -101,6 +101,8 @@ def main():
                          "costs several sequences per prompt)")
     ap.add_argument("--sites", default=None,
                     help="MLP and attention layers, e.g. 24,25,26,27,28,29/27,28: no trace")
+    ap.add_argument("--save-edit", type=Path, default=None,
+                    help="also write the edit there (an edit file, to read it again later)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     c = interp.contrast(args.contrast)
@@ -138,6 +140,8 @@ def main():
         edit = finetune(model, c.prompts(model, "train"), layers=sites.mlp,
                         attn_layers=sites.attn, objective=RECIPES[args.recipe].method,
                         contrast=c, progress=False)
+    if args.save_edit:
+        edit.save(args.save_edit)
     record["recipe"] = args.recipe
     record["edit_s"] = round(time.perf_counter() - t1, 1)
     if args.recipe == "lsdm":
