@@ -76,13 +76,21 @@ def test_a_gender_edit_can_keep_what_follows_a_declared_pronoun(tiny_llama):
     ps = P.from_templates(tiny_llama, ["The {} said that", "The {} smiled because"],
                           ["nurse", "carpenter", "teacher", "pilot"])
     before = contrast_logprobs(tiny_llama, c, held)
-    moved = {}
-    for keep in (False, True):
-        edit = interp.lsdm(tiny_llama, ps, keep_declared=keep, **{**FIT, "tol": 0.001})
+    moved, edits = {}, {}
+    # declared_weight weighs the kept declared prompts alone: at 0 they count for nothing, at
+    # preserve_weight (0.1) as much as without it
+    for keep, weight in ((False, None), (True, None), (True, 0.0), (True, 0.1)):
+        edit = interp.lsdm(tiny_llama, ps, keep_declared=keep, declared_weight=weight,
+                           **{**FIT, "tol": 0.001})
         assert (edit.meta["preserve"]["n_prompts"] > len(kept)) == keep
         with edit.applied(tiny_llama):
-            moved[keep] = np.abs(contrast_logprobs(tiny_llama, c, held) - before).mean()
-    assert moved[True] < moved[False]
+            moved[keep, weight] = np.abs(contrast_logprobs(tiny_llama, c, held) - before).mean()
+        edits[keep, weight] = edit
+    assert moved[True, None] < moved[False, None]
+    for layer in (1, 2):
+        for same, like in (((True, 0.0), (False, None)), ((True, 0.1), (True, None))):
+            assert torch.allclose(edits[same].delta(layer), edits[like].delta(layer),
+                                  atol=1e-3 * float(edits[like].delta(layer).abs().max()))
 
 
 def test_a_gender_edit_can_follow_a_declared_pronoun(tiny_llama):

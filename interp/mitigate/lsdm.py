@@ -168,7 +168,8 @@ class LSDMSettings(Settings):
     tokens of neutral text behind the key statistics. follow_margin: for a contrast whose goal
     is "follow", the declared group's log-odds against the others that the targets ask for at
     least (`interp.mitigate.lean`). keep_declared: with preserve="auto", also keep the
-    prediction after a person who declared he or she (`declared_prompts`). follow_declared:
+    prediction after a person who declared he or she (`declared_prompts`), weighted by
+    declared_weight (None: preserve_weight, as the definitional words). follow_declared:
     a he/she edit at the last token also fits the `declared_prompts`, with targets that make
     the declared pronoun the likeliest by follow_margin (the `misgendering` contrast's goal),
     so balancing he/she where nothing decides does not override a stated pronoun."""
@@ -186,6 +187,7 @@ class LSDMSettings(Settings):
     follow_margin: float = FOLLOW_MARGIN
     keep_declared: bool = KEEP_DECLARED
     follow_declared: bool = FOLLOW_DECLARED
+    declared_weight: float | None = None
     label: ClassVar[str] = "LSDM setting"
 
     @property
@@ -229,6 +231,15 @@ def statistics(model, mlp_layers: Sequence[int], attn_layers: Sequence[int],
                                            component=component, progress=progress).items()}
 
 
+def preserve_scale(preserved: Versions, s: LSDMSettings, device) -> float | torch.Tensor:
+    """√weight of each preserved version's row: preserve_weight, or for the kept declared
+    prompts (those with a declared group) declared_weight where it is set."""
+    if s.declared_weight is None:
+        return s.preserve_weight ** 0.5
+    return torch.tensor([(s.preserve_weight if d is None else s.declared_weight) ** 0.5
+                         for d in preserved.declared], device=device)
+
+
 def solve(model, sites: Sequence[tuple[str, int]], v: Versions, preserved: Versions | None,
           targets: torch.Tensor, C: dict, settings: LSDMSettings, backup: dict,
           followed: tuple[Versions, torch.Tensor] | None = None) -> Fitted:
@@ -238,7 +249,7 @@ def solve(model, sites: Sequence[tuple[str, int]], v: Versions, preserved: Versi
 
     Each site solves ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹ for its share of what is left of (targets −
     stream) at the top edited layer; preserved prompts join with the unedited stream as their
-    targets, weighted by √preserve_weight; `followed` (versions, their targets) join as fitted
+    targets, weighted by √preserve_weight (`preserve_scale`); `followed` (versions, their targets) join as fitted
     prompts of their own goal."""
     top = sites[-1][1]
     key_name = {s: model.arch.key_hook(*s) for s in sites}
@@ -252,7 +263,7 @@ def solve(model, sites: Sequence[tuple[str, int]], v: Versions, preserved: Versi
     reader = SubjectReader(model, v)
     if preserved is not None:
         preserved_reader = SubjectReader(model, preserved)
-        scale = settings.preserve_weight ** 0.5
+        scale = preserve_scale(preserved, settings, model.device)
     if followed is not None:
         followed_reader = SubjectReader(model, followed[0])
     for i, (component, layer) in enumerate(sites):
@@ -456,7 +467,8 @@ def lsdm(model, prompts: PromptSet | None = None, *, contrast=None,
             "n_prompts": len(set(followed[0].prompt)), "follow_margin": s.follow_margin}}),
         "preserve": None if preserve is None else {
             "weight": s.preserve_weight, "subjects": preserve.subjects(),
-            "n_prompts": len(preserve)},
+            "n_prompts": len(preserve),
+            **({} if s.declared_weight is None else {"declared_weight": s.declared_weight})},
         "prompts": [{"text": p.text, "subject": p.subject} for p in prompts],
         "subjects": v.subjects,
         "targets": target_report, "stats_tokens": s.stats_tokens,
