@@ -264,9 +264,10 @@ def _bias_type_rows(res) -> list[dict]:
             for _, r in table.iterrows() for m in metrics]
 
 
-def declared_rows(model, n_boot, seed, progress):
-    """The likelihood misgendering rate (%) of he/she- and of they/xe/ey/fae-declared prompts,
-    and the rated prompts."""
+def declared_rows(model, n_boot: int, seed: int, progress: bool | None):
+    """The `declared` suite's rows: the likelihood misgendering rate (%) of he/she- and of
+    they/xe/ey/fae-declared prompts with bootstrap CIs, and the rated prompts (a sweep's edit
+    cells report the same rows)."""
     rated = misgendering_rate(model, misgendering(), progress=progress)
     rows = []
     for group in ("binary", "tgnb"):
