@@ -35,7 +35,8 @@ BASE = {
     "trace": {"prompts": ["train"], "corruptions": ["noise"], "kinds": [["mlp", "attn"]],
               "windows": [1, 2], "samples": 1},
     "edit": {"prompts": "train", "eval": ["train", "test"], "definitional": "defs",
-             "layers": [[0, 1]], "lam": [100.0, 1000.0], "suites": ["facts", "definitional", "declared"],
+             "layers": [[0, 1]], "lam": [100.0, 1000.0],
+             "suites": ["facts", "definitional", "declared"],
              "strict": False, "n_prefixes": 1, "prefix_len": 4, "stats_tokens": 1000},
 }
 N_TRACES, N_EDITS = 2, 2

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from ..locate.readout import contrast_sequences
+from .edit import EditError
 from .keys import Versions
 from .targets import Downstream
 
@@ -130,6 +131,18 @@ def lean_weights(contrast, prompts, device) -> tuple[torch.Tensor, torch.Tensor 
     own = (torch.tensor([names.index(p.declared) for p in prompts], device=device)
            if contrast.goal == "follow" else None)
     return w, own
+
+
+def prompts_to_fit(model, prompts, contrast, method: str):
+    """`prompts`, or where none are given the train part of `contrast` (a resolved `Contrast`
+    other than gender, or None: then prompts are required)."""
+    if prompts is not None:
+        return prompts
+    if contrast is None:
+        raise EditError(f"nothing for {method} to fit: pass prompts (e.g. "
+                        "interp.prompts.contexts(model)) or contrast= (its train prompts are "
+                        "fitted)")
+    return contrast.prompts(model, "train")
 
 
 def contrast_logprobs(model, contrast, prompts) -> np.ndarray:

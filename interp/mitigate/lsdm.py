@@ -34,7 +34,7 @@ from ..measure.prompts import TEMPLATES, PromptSet, check_template, definitional
 from ..model.forward import last_token_logprobs
 from .edit import Edit, EditError, forward_order
 from .keys import SubjectReader, Versions, check_site, generated_prefixes, versions
-from .lean import ContrastLean, contrast_logprobs, lean_measures
+from .lean import ContrastLean, contrast_logprobs, lean_measures, prompts_to_fit
 from .norms import pre_norm_change
 from .settings import FOLLOW_DECLARED, FOLLOW_MARGIN, KEEP_DECLARED, Settings
 from .sites import find_sites
@@ -249,8 +249,8 @@ def solve(model, sites: Sequence[tuple[str, int]], v: Versions, preserved: Versi
 
     Each site solves ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹ for its share of what is left of (targets −
     stream) at the top edited layer; preserved prompts join with the unedited stream as their
-    targets, weighted by √preserve_weight (`preserve_scale`); `followed` (versions, their targets) join as fitted
-    prompts of their own goal."""
+    targets, weighted by √preserve_weight (`preserve_scale`); `followed` (versions, their
+    targets) join as fitted prompts of their own goal."""
     top = sites[-1][1]
     key_name = {s: model.arch.key_hook(*s) for s in sites}
     out_name = model.arch.hook("resid_post", top)
@@ -395,11 +395,7 @@ def lsdm(model, prompts: PromptSet | None = None, *, contrast=None,
     preserves nothing. The gender contrast is the default he/she edit."""
     s = (settings or LSDMSettings()).with_(**changes)
     contrast = other_than_gender(contrast)
-    if prompts is None:
-        if contrast is None:
-            raise EditError("nothing to fit: pass prompts (e.g. interp.prompts.contexts(model)) "
-                            "or contrast= (its train prompts are fitted)")
-        prompts = contrast.prompts(model, "train")
+    prompts = prompts_to_fit(model, prompts, contrast, "lsdm")
     prompts.require_nonempty()
     check_site(s.site)  # before a trace, which would take minutes
     if contrast is not None:

@@ -42,7 +42,7 @@ from ..measure.contrast import other_than_gender
 from ..measure.prompts import PromptSet
 from .edit import Edit, EditError, Reversible, forward_order
 from .keys import SubjectReader, versions
-from .lean import contrast_logprobs
+from .lean import contrast_logprobs, prompts_to_fit
 from .norms import require_linear
 
 
@@ -100,10 +100,7 @@ def project(model, prompts: PromptSet | None = None, *, layers: Sequence[int],
     (rank k − 1 for a contrast of k groups). contrast: another bias than he/she (a `Contrast`,
     a built-in's name or a file); prompts default to its train part."""
     c_other = other_than_gender(contrast)
-    if prompts is None:
-        if c_other is None:
-            raise EditError("project needs prompts to fit, or a contrast whose train part to fit")
-        prompts = c_other.prompts(model, "train")
+    prompts = prompts_to_fit(model, prompts, c_other, "project")
     sites = forward_order(sorted(set(layers)), sorted(set(attn_layers)))
     if not sites:
         raise EditError("no layers to project: pass e.g. layers=[24, 25] or attn_layers=[26]")
@@ -167,10 +164,7 @@ def steer(model, prompts: PromptSet | None = None, *, layer: int, strength: floa
     (default, with a contrast: its train part; see `project`)."""
     model.arch.check_layer(layer)
     c_other = other_than_gender(contrast)
-    if prompts is None:
-        if c_other is None:
-            raise EditError("steer needs prompts to fit, or a contrast whose train part to fit")
-        prompts = c_other.prompts(model, "train")
+    prompts = prompts_to_fit(model, prompts, c_other, "steer")
     clock = time.perf_counter()
     (c, r, mean), = bias_directions(model, prompts, {"resid": model.arch.hook("resid", layer)},
                                     contrast=c_other).values()
